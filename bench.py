@@ -1,0 +1,42 @@
+"""Hydra entry point: config -> workload -> engine -> driver -> results/<run>/.
+
+    python bench.py                                   # defaults (conf/config.yaml)
+    python bench.py engine=unified_chunked workload.rate=12
+    python bench.py -m workload.rate=4,8,12           # one run directory per rate
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import RunConfig
+from harness.errors import USER_ERRORS
+from harness.run import run
+from metrics.results import format_summary_table
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+log = logging.getLogger("bench")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        cfg: RunConfig = OmegaConf.to_object(dcfg)
+        summary = run(cfg, run_dir, config_yaml=OmegaConf.to_yaml(dcfg, resolve=True))
+    except USER_ERRORS as err:
+        # A user mistake (bad file, option or size): one clear paragraph, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary_table(summary))
+    print(f"results: {run_dir}")
+
+
+if __name__ == "__main__":
+    main()

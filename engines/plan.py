@@ -1,0 +1,72 @@
+"""StepPlan / StepResult: the only things an executor sees.
+
+A plan is the scheduler's decision for one step of one worker; a result is what the
+executor reports back. Frozen, so that an executor cannot change scheduler state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledSeq:
+    """One request's slice of a step.
+
+    The step computes tokens [num_context_tokens, num_context_tokens + num_new_tokens)
+    of the request's sequence, attending to everything before them (already in KV).
+    `samples` is True when the slice reaches the end of the sequence, so the step
+    produces the request's next output token.
+    """
+
+    request_id: int
+    num_context_tokens: int
+    num_new_tokens: int
+    samples: bool
+    is_prefill: bool
+    block_ids: Sequence[int]             # the request's block table (read-only view)
+    token_ids: Sequence[int] | None = None  # ids of the new tokens (real executors only)
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    worker: str
+    seqs: tuple[ScheduledSeq, ...]
+    num_prefill_tokens: int
+    num_decode_tokens: int
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefill_tokens + self.num_decode_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """`duration_s` at the worker's current share; `sampled_token_ids[i]` is the token for
+    the i-th sampling seq of the plan (None from executors that make no tokens)."""
+
+    duration_s: float
+    sampled_token_ids: tuple[int, ...] | None = None
+
+
+class Executor(Protocol):
+    """Runs a step. `share` is the fraction (0, 1] of the device's compute the worker may use."""
+
+    def execute(self, plan: StepPlan, share: float) -> StepResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One row of `steps.csv`: what a worker did in one step and when."""
+
+    worker: str
+    start_s: float
+    duration_s: float
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    batch_size: int
+    share: float  # fraction of the device's compute the worker was capped to

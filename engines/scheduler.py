@@ -1,0 +1,219 @@
+"""The token-budget scheduler shared by every engine and executor (vLLM v1 style).
+
+Each step gets `max_num_batched_tokens` and `max_num_seqs`. A request's next work is
+`num_tokens - num_computed_tokens` tokens: the whole prompt for a new request, one token
+for a decode, the rest of the prompt for a chunked prefill, prompt + generated tokens
+after a recompute-style preemption. No phase-specific code paths beyond two policies:
+
+- `prefill_first` (vLLM <= 0.6 default, "vLLM-D"): if waiting requests can be admitted,
+  the step is prefill-only with whole prompts; otherwise it is a decode step.
+- chunked (`chunked_prefill=True`, "vLLM-S"/SGLang): running requests first (decodes and
+  unfinished chunks), then new prompts fill the remaining budget, split into chunks.
+
+The role filter makes the same scheduler serve disaggregated and semi-PD workers:
+`prefill` workers hand a request off when its first token is sampled; `decode` workers
+only receive prefilled requests (`add_running`).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from engines.blocks import BlockPool
+from engines.plan import ScheduledSeq, StepPlan, StepResult
+from engines.request import Request, Status
+
+Role = Literal["mixed", "prefill", "decode"]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 512
+    chunked_prefill: bool = False
+    # Admission keeps this fraction of the pool free for running requests to grow into,
+    # so a new prefill does not immediately force a preemption (vLLM's watermark, 1 %).
+    watermark: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.max_num_batched_tokens <= 0 or self.max_num_seqs <= 0:
+            raise ValueError("scheduler: max_num_batched_tokens and max_num_seqs must be > 0, got "
+                             f"{self.max_num_batched_tokens} and {self.max_num_seqs}")
+
+
+@dataclass
+class StepOutcome:
+    finished: list[Request]
+    handed_off: list[Request]  # prefill role: first token sampled, to be moved to a decode worker
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, pool: BlockPool, *, role: Role = "mixed",
+                 name: str = "worker") -> None:
+        self.config = config
+        self.pool = pool
+        self.role = role
+        self.name = name
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self._inflight: list[Request] = []  # requests of the plan being executed, in plan order
+        self._watermark_blocks = int(config.watermark * pool.num_blocks)
+        # Where preempted requests go. Default: the front of this scheduler's own queue.
+        # A decode-role scheduler gets a sink that routes them to a prefill worker.
+        self.preempt_sink: Callable[[Request], None] | None = None
+        self.num_preemptions = 0
+
+    # ----- intake -------------------------------------------------------------------
+    def rejection_reason(self, req: Request) -> str | None:
+        """Why this scheduler can never serve `req` (None if it can)."""
+        total_tokens = req.prompt_len + req.output_len
+        need_blocks = self.pool.blocks_for_tokens(total_tokens)
+        usable_blocks = self.pool.num_blocks - self._watermark_blocks
+        if need_blocks > usable_blocks:
+            return (f"needs {need_blocks} KV blocks for {total_tokens} tokens but pool "
+                    f"'{self.pool.name}' has {usable_blocks} usable")
+        if not self.config.chunked_prefill and self.role != "decode" \
+                and total_tokens > self.config.max_num_batched_tokens:
+            return (f"{total_tokens} tokens exceed max_num_batched_tokens="
+                    f"{self.config.max_num_batched_tokens} without chunked prefill")
+        return None
+
+    def add_request(self, req: Request) -> None:
+        req.status = Status.WAITING
+        self.waiting.append(req)
+
+    def add_running(self, req: Request) -> None:
+        """Take over a request whose KV is already in this scheduler's pool (decode role)."""
+        req.status = Status.RUNNING
+        self.running.append(req)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    # ----- scheduling ---------------------------------------------------------------
+    def schedule(self, now_s: float) -> StepPlan | None:
+        """Decide the next step, taking KV blocks for it; None if nothing can run now."""
+        budget = self.config.max_num_batched_tokens
+        scheduled: list[tuple[Request, int]] = []
+        if self.role == "decode":
+            self._schedule_running(budget, scheduled)
+        elif self.config.chunked_prefill:
+            budget = self._schedule_running(budget, scheduled)
+            if len(scheduled) == len(self.running):  # no preemption this step
+                self._admit_waiting(budget, scheduled, now_s)
+        else:  # prefill_first
+            self._admit_waiting(budget, scheduled, now_s)
+            if not scheduled and self.role == "mixed":
+                self._schedule_running(budget, scheduled)
+        if not scheduled:
+            return None
+        return self._make_plan(scheduled)
+
+    def _schedule_running(self, budget: int, out: list[tuple[Request, int]]) -> int:
+        """Schedule running requests in admission order, preempting from the back when
+        KV runs out (the newest request is the cheapest to recompute)."""
+        pool, running = self.pool, self.running
+        i = 0
+        while i < len(running) and budget > 0 and len(out) < self.config.max_num_seqs:
+            req = running[i]
+            n = min(req.num_pending_tokens, budget)
+            while not pool.ensure_capacity(req.block_ids, req.num_computed_tokens + n):
+                victim = running[-1]
+                self._preempt(victim)
+                if victim is req:
+                    return budget
+            out.append((req, n))
+            budget -= n
+            i += 1
+        return budget
+
+    def _admit_waiting(self, budget: int, out: list[tuple[Request, int]], now_s: float) -> None:
+        pool, waiting = self.pool, self.waiting
+        chunked = self.config.chunked_prefill
+        while waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            req = waiting[0]
+            n = req.num_pending_tokens
+            if n > budget:
+                if not chunked:
+                    break
+                n = budget
+            need = pool.blocks_for_tokens(req.num_computed_tokens + n) - len(req.block_ids)
+            if pool.num_free_blocks - need < self._watermark_blocks:
+                break
+            pool.ensure_capacity(req.block_ids, req.num_computed_tokens + n)
+            waiting.popleft()
+            req.status = Status.RUNNING
+            if req.first_scheduled_s is None:
+                req.first_scheduled_s = now_s
+            self.running.append(req)
+            out.append((req, n))
+            budget -= n
+
+    def _preempt(self, req: Request) -> None:
+        """Recompute-style preemption: drop the KV, keep the generated tokens."""
+        self.running.remove(req)
+        self.pool.free(req.block_ids)
+        req.block_ids.clear()
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        req.status = Status.WAITING
+        self.num_preemptions += 1
+        if self.preempt_sink is not None:
+            self.preempt_sink(req)
+        else:
+            self.waiting.appendleft(req)
+
+    def _make_plan(self, scheduled: list[tuple[Request, int]]) -> StepPlan:
+        seqs = []
+        num_prefill = num_decode = 0
+        for req, n in scheduled:
+            ctx = req.num_computed_tokens
+            is_prefill = n > 1 or req.num_output_tokens == 0
+            if is_prefill:
+                num_prefill += n
+            else:
+                num_decode += n
+            ids = req.token_ids[ctx:ctx + n] if req.token_ids is not None else None
+            seqs.append(ScheduledSeq(req.id, ctx, n, ctx + n == req.num_tokens, is_prefill,
+                                     req.block_ids, ids))
+        self._inflight = [req for req, _ in scheduled]
+        return StepPlan(self.name, tuple(seqs), num_prefill, num_decode)
+
+    # ----- results ------------------------------------------------------------------
+    def update(self, plan: StepPlan, result: StepResult, now_s: float) -> StepOutcome:
+        """Apply a finished step at time `now_s`: advance requests, emit tokens, finish."""
+        outcome = StepOutcome([], [])
+        tokens = result.sampled_token_ids
+        k = 0
+        for seq, req in zip(plan.seqs, self._inflight):
+            req.num_computed_tokens += seq.num_new_tokens
+            if not seq.samples:
+                continue
+            if tokens is not None and req.token_ids is not None:
+                req.token_ids.append(tokens[k])
+            k += 1
+            req.num_output_tokens += 1
+            req.token_times_s.append(now_s)
+            if req.num_output_tokens == 1:
+                req.prefill_done_s = now_s
+            if req.num_output_tokens >= req.output_len:
+                self._finish(req, now_s)
+                outcome.finished.append(req)
+            elif self.role == "prefill":
+                outcome.handed_off.append(req)
+                req.status = Status.TRANSFERRING
+        self._inflight = []
+        if outcome.finished or outcome.handed_off:
+            self.running = [r for r in self.running if r.status is Status.RUNNING]
+        return outcome
+
+    def _finish(self, req: Request, now_s: float) -> None:
+        self.pool.free(req.block_ids)
+        req.block_ids.clear()
+        req.status = Status.FINISHED
+        req.finish_s = now_s

@@ -1,0 +1,38 @@
+"""Worker: a scheduler plus an executor, with a compute share and a step log."""
+from __future__ import annotations
+
+from engines.plan import Executor, StepPlan, StepRecord, StepResult
+from engines.scheduler import Scheduler, StepOutcome
+
+
+class Worker:
+    """Steps one scheduler with one executor. `share` is the fraction of the device's
+    compute the worker is capped to (1.0 for a whole GPU or TP group)."""
+
+    def __init__(self, name: str, scheduler: Scheduler, executor: Executor, *,
+                 share: float = 1.0, device: int = 0) -> None:
+        self.name = name
+        self.scheduler = scheduler
+        self.executor = executor
+        self.share = share
+        self.device = device  # index of the GPU / TP group this worker runs on
+        self.busy = False
+        self.records: list[StepRecord] = []
+
+    def start_step(self, now_s: float) -> tuple[StepPlan, StepResult] | None:
+        """Plan and execute one step starting at `now_s`; None if there is nothing to run."""
+        if self.busy:
+            return None
+        plan = self.scheduler.schedule(now_s)
+        if plan is None:
+            return None
+        result = self.executor.execute(plan, self.share)
+        self.busy = True
+        return plan, result
+
+    def finish_step(self, plan: StepPlan, result: StepResult, start_s: float,
+                    end_s: float) -> StepOutcome:
+        self.busy = False
+        self.records.append(StepRecord(self.name, start_s, end_s - start_s, plan.num_prefill_tokens,
+                                       plan.num_decode_tokens, plan.batch_size, self.share))
+        return self.scheduler.update(plan, result, end_s)

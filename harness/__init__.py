@@ -1,0 +1,1 @@
+"""The harness: typed run configuration, building engines from it, running and recording."""

@@ -1,0 +1,60 @@
+"""Build an engine from a RunConfig: model and hardware specs, KV capacity, executors."""
+from __future__ import annotations
+
+from typing import Callable
+
+from engines.disagg import KVLink, build_disagg
+from engines.engine import Engine
+from engines.loop import Loop
+from engines.plan import Executor
+from engines.unified import build_unified
+from harness.config import RunConfig
+from semipd.controller import SLO
+from semipd.engine import build_semipd
+from sim.cost_model import RooflineCostModel
+from sim.executor import SimExecutor
+from sim.memory import estimate_activation_reserve_bytes, kv_bytes_per_block_per_gpu, kv_capacity_blocks
+from sim.specs import HardwareSpec, get_hardware, get_model
+
+# One direction, per GPU. PCIe 4.0 x16 ~25 GB/s usable (A100/A800), PCIe 5.0 ~50 GB/s
+# (H100/H200); between nodes the semi-PD 405B setup has 200 Gbit/s = 25 GB/s
+# (hardware-and-models.md).
+_PCIE_BYTES_S = {"a100_40g": 25e9, "a100_80g": 25e9, "a800_80g": 25e9, "h100_80g": 50e9, "h200_141g": 50e9}
+_NETWORK_BYTES_S = 25e9
+_PCIE_LATENCY_S = 10e-6
+_NETWORK_LATENCY_S = 20e-6
+
+
+def kv_link(name: str, hw: HardwareSpec) -> KVLink:
+    if name == "nvlink":
+        return KVLink("nvlink", hw.nvlink_bandwidth_bytes_s * hw.link_efficiency, hw.interconnect_latency_s)
+    if name == "pcie":
+        return KVLink("pcie", _PCIE_BYTES_S.get(hw.name, 25e9), _PCIE_LATENCY_S)
+    return KVLink("network", _NETWORK_BYTES_S, _NETWORK_LATENCY_S)
+
+
+def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
+    model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
+    if cfg.executor.name == "sim":
+        # The cost model is stateless: every worker can share one.
+        cost = RooflineCostModel(model, hw, tp=cfg.engine.tp, share_model=cfg.executor.share_model)
+        return lambda: SimExecutor(cost)
+    raise ValueError(f"executor.name '{cfg.executor.name}' is not available in this build")
+
+
+def build_engine(cfg: RunConfig, loop: Loop) -> Engine:
+    model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
+    eng = cfg.engine
+    # semi-PD: one weight copy, but each of the two workers needs its own activations.
+    workers_per_gpu = 2 if eng.design == "semipd" else 1
+    reserve = workers_per_gpu * estimate_activation_reserve_bytes(model, eng.tp)
+    num_blocks = kv_capacity_blocks(model, hw, tp=eng.tp, gpu_memory_utilization=eng.gpu_memory_utilization,
+                                    activation_reserve_bytes=reserve, block_size_tokens=eng.block_size_tokens)
+    common = dict(loop=loop, make_executor=make_executor_factory(cfg), num_kv_blocks=num_blocks,
+                  max_model_len=model.max_context_tokens)
+    if eng.design == "unified":
+        return build_unified(eng, num_instances=eng.num_instances, **common)
+    if eng.design == "disagg":
+        per_token = kv_bytes_per_block_per_gpu(model, eng.tp, 1)
+        return build_disagg(eng, link=kv_link(eng.kv_link, hw), kv_bytes_per_token_per_gpu=per_token, **common)
+    return build_semipd(eng, slo=SLO(cfg.slo.ttft_s, cfg.slo.tpot_s), **common)

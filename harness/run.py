@@ -1,0 +1,113 @@
+"""Run one configuration end to end: workload -> engine -> loop -> results directory."""
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from engines.disagg import DisaggEngine
+from engines.engine import Engine, finalize_unfinished
+from engines.request import Request
+from harness.build import build_engine
+from harness.config import RunConfig
+from harness.versions import versions
+from metrics.plots import plot_run, run_frames
+from metrics.timeline_plot import plot_timelines
+from semipd.engine import SemiPDEngine
+from metrics.results import write_run_dir
+from metrics.summary import summarize
+from sim.loop import VirtualLoop
+from workloads.config import build_workload
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
+    """Run `cfg`, write the run directory (the result-file contract) and return the summary."""
+    cfg.validate()
+    loop = VirtualLoop()
+    engine = build_engine(cfg, loop)
+    workload = build_workload(cfg.workload, num_gpus=engine.num_gpus)
+    log.info("workload: %s", workload.source_used)
+    requests = [Request.from_spec(s) for s in workload.specs]
+    for req in requests:
+        loop.at(req.arrival_s, partial(engine.submit, req))
+    with _progress(cfg, len(requests), engine):
+        end_s = loop.run(on_event=_integrity_checker(engine) if cfg.check_integrity else None)
+    num_unfinished = finalize_unfinished(requests, end_s)
+    steps = sorted((r for w in engine.workers for r in w.records), key=lambda r: (r.start_s, r.worker))
+    summary = _summary(cfg, engine, workload, requests, num_unfinished)
+    extras = _extra_frames(engine)
+    write_run_dir(run_dir, config_yaml=config_yaml or _yaml(cfg), requests=requests, steps=steps,
+                  summary=summary, extra_csvs=extras)
+    if cfg.plots:
+        plot_run(run_frames(summary, requests, steps), run_dir / "latency.png")
+        plot_timelines(extras["kv_usage"], extras.get("partition"), run_dir / "timeline.png",
+                       title=f"{summary['engine_label']} | {cfg.model.name} | {cfg.workload.rate} req/s/GPU")
+    return summary
+
+
+def _extra_frames(engine: Engine) -> dict[str, pd.DataFrame]:
+    kv = pd.DataFrame(engine.kv.series, columns=["time_s", "pool", "used_blocks"])
+    sizes = {p.name: p.num_blocks for p in engine.pools}
+    kv["used_fraction"] = kv["used_blocks"] / kv["pool"].map(sizes)
+    out = {"kv_usage": kv}
+    if isinstance(engine, SemiPDEngine):
+        out["partition"] = pd.DataFrame(engine.timeline, columns=["time_s", "x_pct", "y_pct"])
+    return out
+
+
+def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], num_unfinished: int) -> dict:
+    summary = {
+        "engine": engine.name, "engine_label": cfg.engine.label, "design": cfg.engine.design, "executor": cfg.executor.name,
+        "model": cfg.model.name, "hardware": cfg.hardware.name, "workload": cfg.workload.name,
+        "workload_source": workload.source_used, "num_gpus": engine.num_gpus,
+        "rate_per_gpu": cfg.workload.rate, "total_rate": workload.total_rate,
+    }
+    summary |= summarize(requests, slo_ttft_s=cfg.slo.ttft_s, slo_tpot_s=cfg.slo.tpot_s,
+                         tpot_definition=cfg.slo.tpot_definition)
+    summary["num_unfinished"] = num_unfinished
+    summary["num_preemptions"] = sum(r.num_preemptions for r in requests)
+    summary["kv_pools"] = engine.kv.summary()
+    if isinstance(engine, DisaggEngine):
+        summary |= engine.transfer_stats()
+    if isinstance(engine, SemiPDEngine):
+        summary["controller"] = cfg.engine.semipd.controller
+        summary["final_shares_pct"] = list(engine.shares_pct)
+        summary["num_share_switches"] = len(engine.timeline) - 1
+    summary["versions"] = versions()
+    return summary
+
+
+class _progress:
+    """A tqdm bar over finished requests; silent for short runs (tqdm's delay)."""
+
+    def __init__(self, cfg: RunConfig, total: int, engine: Engine) -> None:
+        self.enabled, self.total, self.engine = cfg.progress, total, engine
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=self.total, unit="req", desc=self.engine.name, delay=2.0, leave=False)
+            self.engine.on_request_done = lambda _req: self.bar.update(1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.engine.on_request_done = None
+
+
+def _integrity_checker(engine: Engine):
+    def check() -> None:
+        for pool in engine.pools:
+            pool.check_integrity(engine.live_block_tables(pool))
+    return check
+
+
+def _yaml(cfg: RunConfig) -> str:
+    from omegaconf import OmegaConf
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+

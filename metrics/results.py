@@ -1,0 +1,170 @@
+"""Run directories: write (atomically, byte-reproducibly), load, and print a summary table.
+
+Layout (DESIGN.md "Contracts"): `config.yaml`, `requests.csv`, `steps.csv`,
+`summary.json`, optional extra CSVs and PNG plots. `summary.json` is written last, so
+its presence marks a complete run directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from engines.plan import StepRecord
+from engines.request import Request
+from metrics.definitions import compute_request_metrics
+from metrics.summary import json_safe
+
+# Contract columns first, in this order; the rest are conveniences for analysis.
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "id", "arrival_s", "prompt_len", "output_len", "first_token_s", "finish_s",
+    "num_preemptions", "status",
+    "num_output_tokens", "ttft_s", "tpot_s", "e2e_s", "reject_reason", "source")
+STEP_COLUMNS: tuple[str, ...] = (
+    "worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens",
+    "batch_size", "share")
+_STRING_COLUMNS = ("status", "reject_reason", "source", "worker")
+_RESERVED = ("config.yaml", "requests.csv", "steps.csv", "summary.json")
+# Fixed float format: identical runs give byte-identical files (and diffs stay readable).
+# 9 significant digits keep 1 us resolution up to 1000 s into a run.
+FLOAT_FORMAT = "%.9g"
+
+
+def requests_frame(requests: Sequence[Request], tpot_definition: str = "vllm") -> pd.DataFrame:
+    """One row per request, columns `REQUEST_COLUMNS`; latencies from `metrics.definitions`."""
+    m = compute_request_metrics(requests, tpot_definition)
+    return pd.DataFrame({
+        "id": [r.id for r in requests],
+        "arrival_s": m.arrival_s,
+        "prompt_len": m.prompt_len,
+        "output_len": [r.output_len for r in requests],
+        "first_token_s": m.first_token_s,
+        "finish_s": [float("nan") if r.finish_s is None else r.finish_s for r in requests],
+        "num_preemptions": [r.num_preemptions for r in requests],
+        "status": [getattr(r.status, "value", r.status) for r in requests],
+        "num_output_tokens": [r.num_output_tokens for r in requests],
+        "ttft_s": m.ttft_s, "tpot_s": m.tpot_s, "e2e_s": m.e2e_s,
+        "reject_reason": [r.reject_reason for r in requests],
+        "source": [r.source for r in requests],
+    }, columns=list(REQUEST_COLUMNS))
+
+
+def steps_frame(steps: Sequence[StepRecord]) -> pd.DataFrame:
+    """One row per worker step, columns `STEP_COLUMNS`."""
+    rows = [tuple(getattr(s, c) for c in STEP_COLUMNS) for s in steps]
+    return pd.DataFrame.from_records(rows, columns=list(STEP_COLUMNS))
+
+
+def write_run_dir(run_dir: str | os.PathLike, *, config_yaml: str,
+                  requests: Sequence[Request], steps: Sequence[StepRecord],
+                  summary: Mapping[str, Any],
+                  extra_csvs: Mapping[str, pd.DataFrame] | None = None) -> Path:
+    """Write a run directory; every file atomically. Returns the directory's path.
+
+    `extra_csvs` maps a file name (".csv" added if missing) to a frame, e.g. controller
+    share traces. TPOT in `requests.csv` uses `summary["tpot_definition"]` so the
+    files agree with each other.
+    """
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tpot_definition = summary.get("tpot_definition", "vllm")
+    atomic_write_text(out / "config.yaml", config_yaml)
+    atomic_write_text(out / "requests.csv", frame_to_csv(requests_frame(requests, tpot_definition)))
+    atomic_write_text(out / "steps.csv", frame_to_csv(steps_frame(steps)))
+    for name, frame in (extra_csvs or {}).items():
+        atomic_write_text(out / _extra_csv_name(name), frame_to_csv(frame))
+    text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
+    atomic_write_text(out / "summary.json", text)
+    return out
+
+
+def frame_to_csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+
+
+def _extra_csv_name(name: str) -> str:
+    file_name = name if name.endswith(".csv") else f"{name}.csv"
+    if Path(file_name).name != file_name or file_name in _RESERVED or file_name.startswith("."):
+        raise ValueError(f"extra CSV name must be a plain, unreserved file name: {name!r}")
+    return file_name
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same directory + os.replace, so readers (and a crash)
+    see either the old file or the complete new one, never a partial one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:  # binary: no platform newline translation
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would survive the rename
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_run_dir(run_dir: str | os.PathLike) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(summary, requests, steps) of a run directory; empty strings stay '' (not NaN)."""
+    d = Path(run_dir)
+    summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+    return summary, _read_csv(d / "requests.csv"), _read_csv(d / "steps.csv")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    # Only an empty field is missing: a source or worker called "NA" stays a string.
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for col in _STRING_COLUMNS:
+        if col in frame.columns:
+            frame[col] = frame[col].fillna("").astype(str)
+    return frame
+
+
+def _ms(stats: Mapping[str, Any] | None, key: str) -> str:
+    v = (stats or {}).get(key)
+    return "-" if v is None else f"{v * 1e3:.1f}"
+
+
+def _num(v: Any, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v * 100:.1f} %"
+
+
+def format_summary_table(summary: Mapping[str, Any]) -> str:
+    """A short human-readable table of one run, for the end of `bench.py`."""
+    s = summary
+    head = " | ".join(str(s[k]) for k in ("engine", "executor", "model", "hardware") if s.get(k))
+    if s.get("rate_per_gpu") is not None:
+        head += f" | {s['rate_per_gpu']} req/s/GPU"
+    slo = s.get("slo") or {}
+    lines = [head] if head else []
+    lines += [
+        f"requests    {s.get('num_finished', 0)}/{s.get('num_requests', 0)} finished, "
+        f"{s.get('num_rejected', 0)} rejected, in {_num(s.get('duration_s'), '.2f')} s",
+        f"throughput  {_num(s.get('request_throughput'), '.3f')} req/s, "
+        f"{_num(s.get('output_throughput_tok_s'), '.1f')} out tok/s, "
+        f"{_num(s.get('total_token_throughput_tok_s'), '.1f')} total tok/s",
+        f"{'latency ms':<11} {'mean':>9} {'p50':>9} {'p90':>9} {'p99':>9}",
+    ]
+    for label, key in (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("ITL", "itl_s"), ("E2E", "e2e_s")):
+        cells = [f"{_ms(s.get(key), k):>9}" for k in ("mean", "p50", "p90", "p99")]
+        lines.append(f"{label:<11} " + " ".join(cells))
+    lines.append(
+        f"SLO         TTFT<={_ms(slo, 'ttft_s')} ms, TPOT<={_ms(slo, 'tpot_s')} ms "
+        f"({s.get('tpot_definition', 'vllm')}): attainment {_pct(s.get('slo_attainment'))} "
+        f"(TTFT {_pct(s.get('ttft_attainment'))}, TPOT {_pct(s.get('tpot_attainment'))}), "
+        f"goodput {_num(s.get('goodput_req_s'), '.3f')} req/s")
+    return "\n".join(lines)

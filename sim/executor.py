@@ -1,0 +1,15 @@
+"""SimExecutor: the Executor the simulator plugs into a Worker (no tokens, predicted time)."""
+from __future__ import annotations
+
+from engines.plan import StepPlan, StepResult
+from sim.cost_model import RooflineCostModel
+
+
+class SimExecutor:
+    """Implements engines.plan.Executor with a cost model; tokens are placeholders (None)."""
+
+    def __init__(self, cost_model: RooflineCostModel) -> None:
+        self.cost_model = cost_model
+
+    def execute(self, plan: StepPlan, share: float) -> StepResult:
+        return StepResult(duration_s=self.cost_model.step_time_s(plan, share))

@@ -1,0 +1,157 @@
+"""Disaggregated and semi-PD engines on a fake executor: hand-off, transfer, contention."""
+import random
+
+import pytest
+
+from engines.config import EngineConfig, SemiPDConfig
+from engines.disagg import KVLink, build_disagg
+from engines.engine import finalize_unfinished
+from engines.request import Request, Status
+from semipd.controller import SLO
+from semipd.engine import build_semipd
+from sim.loop import VirtualLoop
+from tests.fakes import LinearExecutor
+
+
+def workload(n=200, rate=20.0, seed=0):
+    rng = random.Random(seed)
+    t, reqs = 0.0, []
+    for i in range(n):
+        t += rng.expovariate(rate)
+        reqs.append(Request(id=i, arrival_s=t, prompt_len=rng.randint(4, 600), output_len=rng.randint(1, 200)))
+    return reqs
+
+
+def run(engine, loop, reqs, check=True):
+    for r in reqs:
+        loop.at(r.arrival_s, lambda r=r: engine.submit(r))
+
+    def integrity():
+        for pool in engine.pools:
+            pool.check_integrity(engine.live_block_tables(pool))
+    end = loop.run(on_event=integrity if check else None)
+    finalize_unfinished(reqs, end)
+    return end
+
+
+def disagg(loop, blocks=400, **kw):
+    cfg = EngineConfig(name="disagg", design="disagg", **kw)
+    return build_disagg(cfg, loop=loop, make_executor=LinearExecutor, num_kv_blocks=blocks,
+                        max_model_len=4096, link=KVLink("test", 1e9, 1e-3), kv_bytes_per_token_per_gpu=1e5)
+
+
+def semipd(loop, blocks=400, x=100.0, y=100.0, controller="static", **kw):
+    cfg = EngineConfig(name="semipd", design="semipd",
+                       semipd=SemiPDConfig(prefill_share_pct=x, decode_share_pct=y, controller=controller, **kw))
+    return build_semipd(cfg, loop=loop, make_executor=LinearExecutor, num_kv_blocks=blocks,
+                        max_model_len=4096, slo=SLO(0.5, 0.1))
+
+
+@pytest.mark.parametrize("build", [disagg, semipd])
+def test_conservation_and_integrity(build):
+    loop = VirtualLoop()
+    engine = build(loop, blocks=300)
+    reqs = workload()
+    run(engine, loop, reqs)
+    assert all(r.status is Status.FINISHED for r in reqs)
+    assert all(r.num_output_tokens == r.output_len for r in reqs)
+    for pool in engine.pools:
+        assert pool.num_free_blocks == pool.num_blocks
+
+
+@pytest.mark.parametrize("build", [disagg, semipd])
+def test_same_seed_same_timestamps(build):
+    outs = []
+    for _ in range(2):
+        loop = VirtualLoop()
+        reqs = workload(seed=3)
+        run(build(loop), loop, reqs, check=False)
+        outs.append([(r.token_times_s[0], r.finish_s, r.num_preemptions) for r in reqs])
+    assert outs[0] == outs[1]
+
+
+def test_semipd_handoff_keeps_block_ids_and_copies_nothing():
+    loop = VirtualLoop()
+    engine = semipd(loop)
+    req = Request(id=0, arrival_s=0.0, prompt_len=100, output_len=5)
+    seen = []
+    dec = engine.devices[0].decode.scheduler
+    orig = dec.add_running
+
+    def spy(r):
+        seen.append((id(r.block_ids), list(r.block_ids), engine.pools[0].num_used_blocks))
+        orig(r)
+    dec.add_running = spy
+    prefill_tables = []
+    pre = engine.devices[0].prefill.scheduler
+    orig_update = pre.update
+
+    def spy_update(plan, result, now):
+        prefill_tables.append((id(req.block_ids), list(plan.seqs[0].block_ids)))
+        return orig_update(plan, result, now)
+    pre.update = spy_update
+    run(engine, loop, [req])
+    (table_obj, blocks, used), = seen
+    assert (table_obj, blocks) == prefill_tables[0]  # the same list object and block ids
+    assert used == len(blocks)  # no second copy was allocated
+    assert req.status is Status.FINISHED
+
+
+def test_disagg_frees_prefill_blocks_only_after_transfer():
+    loop = VirtualLoop()
+    engine = disagg(loop)
+    req = Request(id=0, arrival_s=0.0, prompt_len=160, output_len=3)
+    pre_pool, dec_pool = engine.pools
+    events = []
+    orig = engine._transfer_done
+
+    def spy(r, dec, dst):
+        events.append(("done", loop.now_s, pre_pool.num_used_blocks, dec_pool.num_used_blocks))
+        orig(r, dec, dst)
+        events.append(("after", loop.now_s, pre_pool.num_used_blocks, dec_pool.num_used_blocks))
+    engine._transfer_done = spy
+    run(engine, loop, [req])
+    (_, t_done, pre_before, dec_before), (_, _, pre_after, _) = events
+    assert pre_before == 10 and dec_before == 11  # both hold the KV during the transfer
+    assert pre_after == 0
+    first_token = req.token_times_s[0]
+    assert t_done == pytest.approx(first_token + 160 * 1e5 / 1e9 + 1e-3)
+    assert req.token_times_s[1] > t_done
+
+
+def test_disagg_full_decode_pool_queues_requests():
+    loop = VirtualLoop()
+    engine = disagg(loop, blocks=50)
+    reqs = [Request(id=i, arrival_s=0.0, prompt_len=400, output_len=300) for i in range(3)]
+    run(engine, loop, reqs)
+    assert all(r.status is Status.FINISHED for r in reqs)
+    starts = sorted(r.token_times_s[1] for r in reqs)
+    # the decode pool (50 blocks = 800 tokens) takes one 401-token KV at a time, so the
+    # second request waits for the first to finish before its transfer starts
+    assert engine.decoders[0].num_preemptions == 0
+    assert starts[1] > min(r.finish_s for r in reqs) - 1e-9
+
+
+def _step_duration_with_other(busy_other: bool):
+    loop = VirtualLoop()
+    engine = semipd(loop)
+    long_decode = Request(id=0, arrival_s=0.0, prompt_len=50, output_len=400)
+    probe = Request(id=1, arrival_s=1.0, prompt_len=1000, output_len=2)
+    reqs = [long_decode, probe] if busy_other else [probe]
+    run(engine, loop, reqs, check=False)
+    steps = [r for r in engine.workers[0].records if r.num_prefill_tokens == 1000]
+    return steps[0].duration_s
+
+
+def test_contention_slows_a_step_while_the_other_worker_is_busy():
+    alone, contended = _step_duration_with_other(False), _step_duration_with_other(True)
+    assert contended > alone * 1.5  # (100, 100): each gets half the device while both run
+
+
+def test_no_contention_when_shares_sum_to_at_most_100():
+    loop = VirtualLoop()
+    engine = semipd(loop, x=50.0, y=50.0)
+    reqs = workload(n=50)
+    run(engine, loop, reqs)
+    for rec in engine.workers[0].records + engine.workers[1].records:
+        assert rec.share == 0.5

@@ -1,0 +1,106 @@
+"""Run directories (atomic, byte-reproducible), the summary table and plots."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from engines.plan import StepRecord
+from engines.request import Request, Status
+from metrics.plots import plot_run, run_frames
+from metrics.results import (REQUEST_COLUMNS, STEP_COLUMNS, format_summary_table,
+                             load_run_dir, write_run_dir)
+from metrics.summary import summarize
+
+CONFIG = "engine: semipd\nmodel: llama\n"
+
+
+def make_run(n: int = 4, tokens: int = 3) -> tuple[list[Request], list[StepRecord]]:
+    reqs = []
+    for i in range(n):
+        times = [i * 0.1 + 0.2 + 0.03 * k for k in range(tokens)]
+        reqs.append(Request(id=i, arrival_s=i * 0.1, prompt_len=7 + i, output_len=tokens,
+                            status=Status.FINISHED, num_output_tokens=tokens,
+                            token_times_s=times, finish_s=times[-1], source="NA"))
+    rejected = Request(id=n, arrival_s=n * 0.1, prompt_len=9999, output_len=4, source="sharegpt")
+    rejected.reject("prompt_too_long", now_s=n * 0.1)
+    steps = [StepRecord(worker=w, start_s=k * 0.03, duration_s=0.0299, num_prefill_tokens=5 * k,
+                        num_decode_tokens=k, batch_size=k % 5 + 1, share=0.6)
+             for k in range(3 * n) for w in ("prefill", "decode")]
+    return reqs + [rejected], steps
+
+
+def write(tmp_path, name="run", **kw):
+    reqs, steps = make_run(**kw)
+    summary = summarize(reqs, slo_ttft_s=0.25, slo_tpot_s=0.05,
+                        extra={"engine": "semipd", "model": "llama", "rate_per_gpu": 2.0})
+    return write_run_dir(tmp_path / name, config_yaml=CONFIG, requests=reqs, steps=steps,
+                         summary=summary, extra_csvs={"shares": pd.DataFrame({"t_s": [0.1], "share": [0.5]})})
+
+
+def test_run_dir_files_columns_and_roundtrip(tmp_path):
+    d = write(tmp_path)
+    assert sorted(p.name for p in d.iterdir()) == [
+        "config.yaml", "requests.csv", "shares.csv", "steps.csv", "summary.json"]
+    assert (d / "config.yaml").read_text() == CONFIG
+    header = (d / "requests.csv").read_text().splitlines()[0]
+    assert header == ",".join(REQUEST_COLUMNS)
+    assert (d / "steps.csv").read_text().splitlines()[0] == ",".join(STEP_COLUMNS)
+    summary, req, steps = load_run_dir(d)
+    assert list(summary)[:3] == ["engine", "model", "rate_per_gpu"]
+    assert summary == json.loads((d / "summary.json").read_text())
+    assert list(req["status"]) == ["finished"] * 4 + ["rejected"]
+    assert list(req["reject_reason"]) == [""] * 4 + ["prompt_too_long"]
+    assert list(req["source"]) == ["NA"] * 4 + ["sharegpt"]  # "NA" is not missing
+    assert np.isnan(req["ttft_s"].iloc[-1]) and req["ttft_s"].iloc[0] == 0.2
+    assert req["first_token_s"].iloc[1] == 0.3
+    assert len(steps) == 24 and set(steps["worker"]) == {"prefill", "decode"}
+
+
+def test_identical_runs_are_byte_identical(tmp_path):
+    a, b = write(tmp_path, "a"), write(tmp_path, "b")
+    for name in ("config.yaml", "requests.csv", "steps.csv", "summary.json", "shares.csv"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_atomic_write_leaves_no_temp_files_and_overwrites(tmp_path):
+    d = write(tmp_path)
+    d = write(tmp_path)  # rewriting an existing run dir
+    assert not [p for p in d.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_empty_run_dir(tmp_path):
+    summary = summarize([], slo_ttft_s=1.0, slo_tpot_s=0.1)
+    d = write_run_dir(tmp_path / "empty", config_yaml="", requests=[], steps=[], summary=summary)
+    s, req, steps = load_run_dir(d)
+    assert list(req.columns) == list(REQUEST_COLUMNS) and len(req) == 0
+    assert list(steps.columns) == list(STEP_COLUMNS) and len(steps) == 0
+    assert "null" in (d / "summary.json").read_text() and "NaN" not in (d / "summary.json").read_text()
+    assert "TTFT" in format_summary_table(s)
+    out = plot_run(d, tmp_path / "empty.png")
+    assert out.stat().st_size > 0
+
+
+def test_summary_table(tmp_path):
+    summary, _, _ = load_run_dir(write(tmp_path))
+    table = format_summary_table(summary)
+    assert "semipd" in table and "4/5 finished, 1 rejected" in table
+    ttft_row = next(line for line in table.splitlines() if line.startswith("TTFT"))
+    assert ttft_row.split()[1:] == ["200.0"] * 4  # every TTFT is 0.2 s
+    assert "TTFT<=250.0 ms" in table and "attainment" in table
+
+
+def test_plot_from_run_dir_and_from_memory(tmp_path):
+    d = write(tmp_path)
+    assert plot_run(d, d / "latency.png").stat().st_size > 0
+    reqs, steps = make_run(n=1000, tokens=200)
+    summary = summarize(reqs, slo_ttft_s=0.25, slo_tpot_s=0.05, extra={"engine": "unified"})
+    frames = run_frames(summary, reqs, steps)
+    assert frames.itl_s is not None and len(frames.itl_s) == 1000 * 199
+    t0 = time.perf_counter()
+    out = plot_run(frames, tmp_path / "big.png")
+    assert time.perf_counter() - t0 < 3.0  # ~0.5 s typical; slack for loaded CI machines
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*.tmp"))
