@@ -14,8 +14,9 @@ from engines.worker import Worker
 
 class Engine:
     def __init__(self, name: str, *, workers: list[Worker], pools: list[BlockPool], loop: Loop,
-                 num_gpus: int, max_model_len: int) -> None:
+                 num_gpus: int, max_model_len: int, num_weight_copies: int) -> None:
         self.name = name
+        self.num_weight_copies = num_weight_copies  # model weight copies held across all GPUs
         self.workers = workers
         self.pools = pools
         self.loop = loop

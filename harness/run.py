@@ -70,6 +70,7 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
                          tpot_definition=cfg.slo.tpot_definition)
     summary["num_unfinished"] = num_unfinished
     summary["num_preemptions"] = sum(r.num_preemptions for r in requests)
+    summary["num_weight_copies"] = engine.num_weight_copies
     summary["kv_pools"] = engine.kv.summary()
     if isinstance(engine, DisaggEngine):
         summary |= engine.transfer_stats()

@@ -99,9 +99,10 @@ class SemiPDEngine(Engine):
     def _apply_pending(self, dev: _Device, worker: Worker) -> None:
         item = dev.pending.get(worker.name)
         if item is not None and item[0] <= self.loop.now_s and worker.name not in dev.inflight:
-            worker.share = item[1]
             del dev.pending[worker.name]
-            self._record_partition()
+            if worker.share != item[1]:
+                worker.share = item[1]
+                self._record_partition()
 
     def _record_partition(self) -> None:
         x, y = self.shares_pct
@@ -166,6 +167,7 @@ def build_semipd(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
         devices.append(_Device(pre, dec))
     return SemiPDEngine(cfg.name, workers=workers, pools=pools, loop=loop,
                         num_gpus=cfg.num_instances * cfg.tp, max_model_len=max_model_len,
+                        num_weight_copies=cfg.num_instances,  # prefill and decode share one copy
                         devices=devices, controller=make_controller(sp, slo),
                         window_requests=sp.window_requests, percentile=sp.percentile,
                         switch_delay_s=sp.switch_delay_s)

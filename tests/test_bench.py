@@ -142,3 +142,40 @@ def test_user_errors_are_one_clear_paragraph(bench_tmp, args, expect):
 def test_unknown_option_names_the_key(bench_tmp):
     res = bench("workload.colour=red")
     assert res.returncode != 0 and "colour" in res.stderr
+
+
+def test_slo_code_controller_shifts_compute_on_a_tpot_miss(tmp_path):
+    """(100, 100) misses this TPOT target while TTFT has slack: the controller lowers the
+    prefill share (decode is already at 100) and the partition timeline records it."""
+    common = ["engine=semipd", "engine.semipd.window_requests=100", "engine.semipd.switch_delay_s=0.1",
+              "workload.num_requests=600", "workload.rate=12", "slo.ttft_s=2.0", "slo.tpot_s=0.02",
+              "plots=false", "progress=false"]
+    static = run(cfg_for(*common, "engine.semipd.controller=static"), tmp_path / "static")
+    assert static["tpot_attainment"] < 1.0 and static["ttft_attainment"] == 1.0
+    assert static["num_share_switches"] == 0
+    dynamic = run(cfg_for(*common, "engine.semipd.controller=slo_code"), tmp_path / "dynamic")
+    assert dynamic["num_share_switches"] >= 1
+    assert dynamic["final_shares_pct"][0] < 100 and dynamic["final_shares_pct"][1] == 100
+    timeline = (tmp_path / "dynamic" / "partition.csv").read_text().splitlines()
+    assert timeline[0] == "time_s,x_pct,y_pct" and timeline[1] == "0,100,100"
+    assert len(timeline) >= 3 and float(timeline[2].split(",")[0]) > 0
+    assert all(float(row.split(",")[1]) >= 80 for row in timeline[1:])  # the floor
+
+
+def test_semipd_holds_one_weight_copy_and_disagg_two():
+    from harness.build import build_engine
+    from sim.loop import VirtualLoop
+    from sim.memory import estimate_activation_reserve_bytes, kv_capacity_blocks
+    from sim.specs import get_hardware, get_model
+    model, hw = get_model("llama3_8b"), get_hardware("a100_80g")
+    semipd = build_engine(cfg_for("engine=semipd"), VirtualLoop())
+    disagg = build_engine(cfg_for("engine=disagg"), VirtualLoop())
+    assert semipd.num_weight_copies == 1 and semipd.num_gpus == 1 and len(semipd.pools) == 1
+    assert disagg.num_weight_copies == 2 and disagg.num_gpus == 2 and len(disagg.pools) == 2
+    reserve = estimate_activation_reserve_bytes(model, 1)
+    # semi-PD: one copy of the weights, one activation reserve per worker
+    assert semipd.pools[0].num_blocks == kv_capacity_blocks(model, hw, tp=1, activation_reserve_bytes=2 * reserve)
+    # two copies would leave 8B/A100 with ~15 GiB less KV on the GPU
+    two_copies = kv_capacity_blocks(model, hw, tp=1, activation_reserve_bytes=2 * reserve, num_weight_copies=2)
+    assert semipd.pools[0].num_blocks > two_copies
+    assert all(p.num_blocks == kv_capacity_blocks(model, hw, tp=1) for p in disagg.pools)
