@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bench test setup clean
+.PHONY: bench test setup clean paper paper-ci
 
 bench: $(STAMP)
 	$(BIN)/python bench.py engine=semipd
@@ -12,7 +12,27 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
+# Performance-regression gate: run the fixed matrix (benchmarks/regress_matrix.py) and
+# compare it with the committed baselines; `baseline` accepts the new numbers on purpose.
+REGRESS_DIR := results/regress/latest
+.PHONY: regress baseline
+
+regress: $(STAMP)
+	$(BIN)/python benchmarks/regress_matrix.py --out $(REGRESS_DIR)
+	$(BIN)/python -m metrics.compare $(REGRESS_DIR) results/baselines
+
+baseline: $(STAMP)
+	$(BIN)/python benchmarks/regress_matrix.py --out $(REGRESS_DIR)
+	$(BIN)/python -m metrics.compare $(REGRESS_DIR) results/baselines --accept
+
 setup: $(STAMP)
+
+# The semi-PD paper's evaluation on the simulator: figures + REPORT.md in results/paper/.
+paper: $(STAMP)
+	$(BIN)/python -m paper.suite
+
+paper-ci: $(STAMP)
+	$(BIN)/python -m paper.suite --scale ci
 
 # torch is pinned to 2.13.0 so pip takes the CPU wheel on this machine instead of a
 # multi-GB CUDA build; uv/poetry cannot see that wheel, hence pip.

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from engines.scheduler import SchedulerConfig
 
-DESIGNS = ("unified", "disagg", "semipd")
+DESIGNS = ("unified", "disagg", "semipd", "cluster")
 CONTROLLERS = ("static", "slo_paper", "slo_code")
 KV_LINKS = ("nvlink", "pcie", "network")
 
@@ -28,6 +28,17 @@ class SemiPDConfig:
 
 
 @dataclass
+class ClusterPart:
+    """One group of a heterogeneous cluster (design=cluster), e.g. 1P3D + 4 semi-PD GPUs.
+    Every other setting comes from the enclosing engine config."""
+
+    design: str = "disagg"             # unified | disagg | semipd
+    num_instances: int = 1
+    num_prefill: int = 1
+    num_decode: int = 1
+
+
+@dataclass
 class EngineConfig:
     name: str = "unified"              # config name, used in run directory names
     label: str = "vLLM-D"              # display name in tables and plots
@@ -41,18 +52,24 @@ class EngineConfig:
     block_size_tokens: int = 16
     gpu_memory_utilization: float = 0.9
     tp: int = 1                        # tensor-parallel degree of every instance
+    pp: int = 1                        # pipeline-parallel stages of every instance
     num_instances: int = 1             # unified / semipd: data-parallel replicas
     num_prefill: int = 1               # disagg: prefill instances
     num_decode: int = 1                # disagg: decode instances
     kv_link: str = "nvlink"            # disagg: P -> D link (nvlink | pcie | network)
     semipd: SemiPDConfig = field(default_factory=SemiPDConfig)
+    parts: list[ClusterPart] = field(default_factory=list)  # design=cluster only
 
     def validate(self) -> None:
         if self.design not in DESIGNS:
             raise ValueError(f"engine.design must be one of {', '.join(DESIGNS)}; got '{self.design}'")
-        if self.tp < 1 or self.block_size_tokens < 1 or self.max_num_seqs < 1:
-            raise ValueError("engine.tp, engine.block_size_tokens and engine.max_num_seqs must be >= 1; "
-                             f"got {self.tp}, {self.block_size_tokens}, {self.max_num_seqs}")
+        if min(self.tp, self.pp, self.block_size_tokens, self.max_num_seqs) < 1:
+            raise ValueError("engine.tp, engine.pp, engine.block_size_tokens and engine.max_num_seqs must be "
+                             f">= 1; got {self.tp}, {self.pp}, {self.block_size_tokens}, {self.max_num_seqs}")
+        if self.design == "cluster":
+            if not self.parts or any(p.design not in DESIGNS[:3] for p in self.parts):
+                raise ValueError("engine.design=cluster needs engine.parts, each with design unified, "
+                                 f"disagg or semipd; got {[p.design for p in self.parts]}")
         if self.kv_link not in KV_LINKS:
             raise ValueError(f"engine.kv_link must be one of {', '.join(KV_LINKS)}; got '{self.kv_link}'")
         if self.semipd.controller not in CONTROLLERS:

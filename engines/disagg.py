@@ -118,5 +118,5 @@ def build_disagg(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
         workers.append(Worker(name, sched, make_executor(), device=device))
         pools.append(pool)
     return DisaggEngine(cfg.name, workers=workers, pools=pools, loop=loop,
-                        num_gpus=len(roles) * cfg.tp, max_model_len=max_model_len, num_weight_copies=len(roles),
+                        num_gpus=len(roles) * cfg.tp * cfg.pp, max_model_len=max_model_len, num_weight_copies=len(roles),
                         link=link, kv_bytes_per_token_per_gpu=kv_bytes_per_token_per_gpu)

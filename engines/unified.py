@@ -24,5 +24,5 @@ def build_unified(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], 
         workers.append(Worker(f"mixed{i}", sched, make_executor(), device=i))
         pools.append(pool)
     return Engine(cfg.name, workers=workers, pools=pools, loop=loop,
-                  num_gpus=num_instances * cfg.tp, max_model_len=max_model_len,
+                  num_gpus=num_instances * cfg.tp * cfg.pp, max_model_len=max_model_len,
                   num_weight_copies=num_instances)

@@ -1,8 +1,11 @@
 """Build an engine from a RunConfig: model and hardware specs, KV capacity, executors."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
+from engines.cluster import ClusterEngine
+from engines.config import EngineConfig
 from engines.disagg import KVLink, build_disagg
 from engines.engine import Engine
 from engines.loop import Loop
@@ -37,24 +40,39 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
     model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
     if cfg.executor.name == "sim":
         # The cost model is stateless: every worker can share one.
-        cost = RooflineCostModel(model, hw, tp=cfg.engine.tp, share_model=cfg.executor.share_model)
+        # engine.pp: read with a default until EngineConfig has the field.
+        cost = RooflineCostModel(model, hw, tp=cfg.engine.tp, share_model=cfg.executor.share_model,
+                                 pp=getattr(cfg.engine, "pp", 1))
         return lambda: SimExecutor(cost)
     raise ValueError(f"executor.name '{cfg.executor.name}' is not available in this build")
 
 
 def build_engine(cfg: RunConfig, loop: Loop) -> Engine:
+    if cfg.engine.design != "cluster":
+        return _build_one(cfg, cfg.engine, loop)
+    parts = []
+    for i, part in enumerate(cfg.engine.parts):
+        sub = dataclasses.replace(cfg.engine, name=f"{cfg.engine.name}.{i}{part.design}", design=part.design,
+                                  num_instances=part.num_instances, num_prefill=part.num_prefill,
+                                  num_decode=part.num_decode, parts=[])
+        parts.append(_build_one(cfg, sub, loop))
+    return ClusterEngine(cfg.engine.name, parts)
+
+
+def _build_one(cfg: RunConfig, eng: EngineConfig, loop: Loop) -> Engine:
     model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
-    eng = cfg.engine
     # semi-PD: one weight copy, but each of the two workers needs its own activations.
     workers_per_gpu = 2 if eng.design == "semipd" else 1
+    pp = getattr(eng, "pp", 1)  # pipeline-parallel degree, until EngineConfig has the field
     reserve = workers_per_gpu * estimate_activation_reserve_bytes(model, eng.tp)
     num_blocks = kv_capacity_blocks(model, hw, tp=eng.tp, gpu_memory_utilization=eng.gpu_memory_utilization,
-                                    activation_reserve_bytes=reserve, block_size_tokens=eng.block_size_tokens)
+                                    activation_reserve_bytes=reserve, block_size_tokens=eng.block_size_tokens,
+                                    pp=pp)
     common = dict(loop=loop, make_executor=make_executor_factory(cfg), num_kv_blocks=num_blocks,
                   max_model_len=model.max_context_tokens)
     if eng.design == "unified":
         return build_unified(eng, num_instances=eng.num_instances, **common)
     if eng.design == "disagg":
-        per_token = kv_bytes_per_block_per_gpu(model, eng.tp, 1)
+        per_token = kv_bytes_per_block_per_gpu(model, eng.tp, 1, pp)
         return build_disagg(eng, link=kv_link(eng.kv_link, hw), kv_bytes_per_token_per_gpu=per_token, **common)
     return build_semipd(eng, slo=SLO(cfg.slo.ttft_s, cfg.slo.tpot_s), **common)

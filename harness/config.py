@@ -11,6 +11,7 @@ from workloads.config import WorkloadConfig
 EXECUTORS = ("sim", "torch")
 SHARE_MODELS = ("roofline", "measured")
 TPOT_DEFINITIONS = ("vllm", "per_output_token")
+RATE_UNITS = ("gpu", "instance")
 
 
 @dataclass
@@ -53,13 +54,22 @@ class RunConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     slo: SLOConfig = field(default_factory=SLOConfig)
     results_dir: str = "results"
+    tag: str = ""                    # label of the study this run belongs to (e.g. fig12_llama3_8b_sharegpt)
+    # What `workload.rate` is per: "gpu" (total = rate x GPUs, the semi-PD paper's
+    # convention for TP1) or "instance" (rate x TP/PP groups: for multi-GPU instances,
+    # where a per-physical-GPU rate would mean e.g. 32x the load for a TP8xPP4 405B).
+    rate_unit: str = "gpu"
     progress: bool = True            # progress bar on long runs
     plots: bool = True
     check_integrity: bool = False    # check KV pools' invariants after every step (slow)
+    # token_times.csv (every token's time, for per-request ITLs in exports): None = only
+    # for real executors (a simulated run can be replayed exactly instead; ~2 MB/1000 req)
+    save_token_times: bool | None = None
 
     def validate(self) -> None:
         self.engine.validate()
         _one_of("executor.name", self.executor.name, EXECUTORS)
+        _one_of("rate_unit", self.rate_unit, RATE_UNITS)
         _one_of("executor.share_model", self.executor.share_model, SHARE_MODELS)
         _one_of("slo.tpot_definition", self.slo.tpot_definition, TPOT_DEFINITIONS)
         if self.slo.ttft_s <= 0 or self.slo.tpot_s <= 0:

@@ -13,6 +13,7 @@ from engines.request import Request
 from harness.build import build_engine
 from harness.config import RunConfig
 from harness.versions import versions
+from metrics.export_vllm import token_times_frame
 from metrics.plots import plot_run, run_frames
 from metrics.timeline_plot import plot_timelines
 from semipd.engine import SemiPDEngine
@@ -29,7 +30,7 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
     cfg.validate()
     loop = VirtualLoop()
     engine = build_engine(cfg, loop)
-    workload = build_workload(cfg.workload, num_gpus=engine.num_gpus)
+    workload = build_workload(cfg.workload, num_gpus=_rate_units(cfg, engine))
     log.info("workload: %s", workload.source_used)
     requests = [Request.from_spec(s) for s in workload.specs]
     for req in requests:
@@ -40,6 +41,9 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
     steps = sorted((r for w in engine.workers for r in w.records), key=lambda r: (r.start_s, r.worker))
     summary = _summary(cfg, engine, workload, requests, num_unfinished)
     extras = _extra_frames(engine)
+    save_times = cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim"
+    if save_times:
+        extras["token_times"] = token_times_frame(requests)
     write_run_dir(run_dir, config_yaml=config_yaml or _yaml(cfg), requests=requests, steps=steps,
                   summary=summary, extra_csvs=extras)
     if cfg.plots:
@@ -54,9 +58,26 @@ def _extra_frames(engine: Engine) -> dict[str, pd.DataFrame]:
     sizes = {p.name: p.num_blocks for p in engine.pools}
     kv["used_fraction"] = kv["used_blocks"] / kv["pool"].map(sizes)
     out = {"kv_usage": kv}
-    if isinstance(engine, SemiPDEngine):
-        out["partition"] = pd.DataFrame(engine.timeline, columns=["time_s", "x_pct", "y_pct"])
+    semipd = [p for p in getattr(engine, "parts", [engine]) if isinstance(p, SemiPDEngine)]
+    if semipd:  # every semi-PD group of a run switches together; the first one stands for all
+        out["partition"] = pd.DataFrame(semipd[0].timeline, columns=["time_s", "x_pct", "y_pct"])
     return out
+
+
+def _shape(eng) -> str:
+    """Compact instance layout, e.g. 1P1D, 2xU (unified), 1xS (semi-PD), 1P3D+4xS."""
+    def one(design: str, n: int, p: int, d: int) -> str:
+        return f"{p}P{d}D" if design == "disagg" else f"{n}x{'S' if design == 'semipd' else 'U'}"
+    if eng.design == "cluster":
+        return "+".join(one(x.design, x.num_instances, x.num_prefill, x.num_decode) for x in eng.parts)
+    return one(eng.design, eng.num_instances, eng.num_prefill, eng.num_decode)
+
+
+def _rate_units(cfg: RunConfig, engine: Engine) -> int:
+    """How many units `workload.rate` is multiplied by (see RunConfig.rate_unit)."""
+    if cfg.rate_unit == "gpu":
+        return engine.num_gpus
+    return engine.num_gpus // (cfg.engine.tp * cfg.engine.pp)
 
 
 def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], num_unfinished: int) -> dict:
@@ -64,20 +85,24 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
         "engine": engine.name, "engine_label": cfg.engine.label, "design": cfg.engine.design, "executor": cfg.executor.name,
         "model": cfg.model.name, "hardware": cfg.hardware.name, "workload": cfg.workload.name,
         "workload_source": workload.source_used, "num_gpus": engine.num_gpus,
-        "rate_per_gpu": cfg.workload.rate, "total_rate": workload.total_rate,
+        "rate_per_gpu": cfg.workload.rate, "rate_unit": cfg.rate_unit,
+        "num_rate_units": _rate_units(cfg, engine), "total_rate": workload.total_rate, "tag": cfg.tag,
     }
     summary |= summarize(requests, slo_ttft_s=cfg.slo.ttft_s, slo_tpot_s=cfg.slo.tpot_s,
                          tpot_definition=cfg.slo.tpot_definition)
     summary["num_unfinished"] = num_unfinished
     summary["num_preemptions"] = sum(r.num_preemptions for r in requests)
+    summary["engine_shape"] = _shape(cfg.engine)
     summary["num_weight_copies"] = engine.num_weight_copies
     summary["kv_pools"] = engine.kv.summary()
-    if isinstance(engine, DisaggEngine):
-        summary |= engine.transfer_stats()
-    if isinstance(engine, SemiPDEngine):
-        summary["controller"] = cfg.engine.semipd.controller
-        summary["final_shares_pct"] = list(engine.shares_pct)
-        summary["num_share_switches"] = len(engine.timeline) - 1
+    for i, part in enumerate(getattr(engine, "parts", [engine])):
+        prefix = f"part{i}_" if part is not engine else ""
+        if isinstance(part, DisaggEngine):
+            summary |= {prefix + k: v for k, v in part.transfer_stats().items()}
+        if isinstance(part, SemiPDEngine):
+            summary[prefix + "controller"] = cfg.engine.semipd.controller
+            summary[prefix + "final_shares_pct"] = list(part.shares_pct)
+            summary[prefix + "num_share_switches"] = len(part.timeline) - 1
     summary["versions"] = versions()
     return summary
 

@@ -28,4 +28,9 @@ def _git_commit() -> str:
                              text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return res.stdout.strip() or "unknown"
+    commit = res.stdout.strip()
+    if not commit:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return commit + ("-dirty" if dirty else "")

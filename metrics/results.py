@@ -126,7 +126,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     for col in _STRING_COLUMNS:
         if col in frame.columns:
-            frame[col] = frame[col].fillna("").astype(str)
+            # object first: an all-empty column is float NaN, and filling it with "" warns
+            frame[col] = frame[col].astype(object).fillna("").astype(str)
     return frame
 
 

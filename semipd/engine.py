@@ -166,7 +166,7 @@ def build_semipd(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
         pools.append(pool)
         devices.append(_Device(pre, dec))
     return SemiPDEngine(cfg.name, workers=workers, pools=pools, loop=loop,
-                        num_gpus=cfg.num_instances * cfg.tp, max_model_len=max_model_len,
+                        num_gpus=cfg.num_instances * cfg.tp * cfg.pp, max_model_len=max_model_len,
                         num_weight_copies=cfg.num_instances,  # prefill and decode share one copy
                         devices=devices, controller=make_controller(sp, slo),
                         window_requests=sp.window_requests, percentile=sp.percentile,

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.arch import (MLASpec, MoESpec, layer_linears, layer_params, norm_params_per_layer,
+                      num_moe_layers)
+
 GIB = 1024**3
 MIB = 1024**2
 
@@ -19,7 +22,8 @@ class HardwareSpec:
 
     name: str
     peak_tflops_bf16: float
-    peak_tflops_fp8: float            # 0 when the device has no fp8 tensor cores
+    peak_tflops_fp8: float            # 0 when the device has no fp8 tensor cores; used by
+                                      # FP8-weight models (sim/layer_ops.py)
     hbm_bytes: int                    # total device memory as the driver reports it
     hbm_bandwidth_bytes_s: float
     num_sms: int
@@ -114,7 +118,14 @@ HARDWARE: dict[str, HardwareSpec] = {
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A dense Llama-family decoder (GQA attention, SwiGLU MLP, RMSNorm, RoPE)."""
+    """A decoder: dense Llama-family (GQA attention, SwiGLU MLP, RMSNorm, RoPE) by default;
+    the optional fields describe DeepSeek's MLA attention and MoE layers (sim/arch.py).
+
+    `dtype_bytes` is the activation and KV-cache dtype; `weight_dtype_bytes` (None: the
+    same) the dtype of the quantized linear weights (DeepSeek-V3's FP8 checkpoint: 1 byte,
+    with embeddings, LM head, norms and router in bf16). For MLA models `num_kv_heads` and
+    `head_dim` restate config.json (heads, qk_nope + qk_rope) but the MLA dims are used;
+    `intermediate` is the dense MLP width (of the first `moe.num_dense_layers` layers)."""
 
     name: str
     num_layers: int
@@ -129,23 +140,73 @@ class ModelSpec:
     max_context_tokens: int
     rope_theta: float = 500000.0      # Llama-3 config.json
     rms_norm_eps: float = 1e-5
+    weight_dtype_bytes: int | None = None
+    mla: MLASpec | None = None        # None: GQA attention
+    moe: MoESpec | None = None        # None: every layer has the dense MLP
+
+    @property
+    def attention(self) -> str:
+        """'gqa' or 'mla'."""
+        return "gqa" if self.mla is None else "mla"
+
+    @property
+    def weight_bytes_per_param(self) -> int:
+        return self.dtype_bytes if self.weight_dtype_bytes is None else self.weight_dtype_bytes
 
     def params_per_layer(self) -> int:
-        q_o = 2 * self.hidden * self.num_heads * self.head_dim
-        k_v = 2 * self.hidden * self.num_kv_heads * self.head_dim
-        mlp = 3 * self.hidden * self.intermediate
-        return q_o + k_v + mlp + 2 * self.hidden  # + two RMSNorm weight vectors
+        """One layer with the dense MLP (every layer of a dense model)."""
+        return int(layer_params(self, moe_layer=False))
+
+    def _embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    def _sum_layers(self, num_experts: float | None) -> float:
+        n_moe = num_moe_layers(self)
+        dense = (self.num_layers - n_moe) * layer_params(self, False)
+        return dense + (n_moe * layer_params(self, True, num_experts) if n_moe else 0)
 
     def num_params(self) -> int:
-        embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
-        return self.num_layers * self.params_per_layer() + embeddings + self.hidden
+        return int(self._sum_layers(None)) + self._embedding_params() + self.hidden
+
+    def active_params(self) -> int:
+        """Parameters a token's forward multiplies: top-k routed + shared experts and all
+        else but the input embedding (a row lookup). This convention gives 2.45B for
+        V2-Lite and 36.6B for V3 against the published 2.4B and 37B."""
+        k = self.moe.num_active_experts if self.moe else None
+        lm_head = self.vocab * self.hidden
+        return int(self._sum_layers(k)) + lm_head + self.hidden
 
     def weight_bytes(self) -> int:
-        return self.num_params() * self.dtype_bytes
+        return int(stage_weight_bytes(self, 0, self.num_layers, True, True, tp=1))
 
     def kv_bytes_per_token(self) -> int:
-        """K and V of one token over all layers (the whole model, before any TP split)."""
+        """KV cache of one token over all layers (the whole model, before any TP split):
+        GQA: K and V of every KV head; MLA: one latent of kv_lora_rank + qk_rope_head_dim."""
+        if self.mla is not None:
+            return self.num_layers * self.mla.latent_dim * self.dtype_bytes
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
+
+
+def stage_weight_bytes(m: ModelSpec, first_layer: int, end_layer: int, has_embedding: bool,
+                       has_lm_head: bool, tp: int) -> float:
+    """Weight bytes one GPU holds for layers [first_layer, end_layer) at tensor-parallel
+    degree tp: sharded matrices / tp, replicated ones whole; vocab-parallel embedding and
+    LM head / tp; norms (replicated, in the activation dtype) whole."""
+    n_dense = max(0, min(end_layer, m.num_layers - num_moe_layers(m)) - first_layer)
+    n_moe = end_layer - first_layer - n_dense
+    b, wb = m.dtype_bytes, m.weight_bytes_per_param
+    total = 0.0
+    for count, moe in ((n_dense, False), (n_moe, True)):
+        if count:
+            per_layer = sum(x.params * (wb if x.quantized else b) / (1 if x.shard == "rep" else tp)
+                            for x in layer_linears(m, moe))
+            total += count * (per_layer + norm_params_per_layer(m) * b)
+    vocab_shard = m.vocab * m.hidden * b / tp
+    if has_embedding:
+        total += vocab_shard
+    if has_lm_head:
+        total += m.hidden * b + (0 if m.tied_embeddings and has_embedding else vocab_shard)
+    return total
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -162,6 +223,33 @@ MODELS: dict[str, ModelSpec] = {
     # 174M) overshoots; 10 layers of 512 (8 heads x 64, 2 KV heads as Llama-3's 4:1
     # GQA, MLP 3.5x hidden) add 34M for 99.8M in total.
     "small_llama": ModelSpec("small_llama", 10, 512, 8, 2, 64, 1792, 128256, True, 2, 2048),
+    # deepseek-ai/DeepSeek-V2-Lite config.json: 27 layers, hidden 2048, 16 heads, MLA with
+    # q_lora_rank null, kv_lora_rank 512, rope 64 / nope 128 / v 128; 64 routed experts,
+    # 6 per token, 2 shared, moe_intermediate_size 1408, first_k_dense_replace 1 with
+    # intermediate_size 10944; vocab 102400, untied; rope_theta 10000, rms_norm_eps 1e-6.
+    # Context: 32k per the model card (config.json's max_position_embeddings 163840 is
+    # the YaRN-scaled limit, factor 40 x 4096). 15.7B total / 2.4B active (V2 paper, Tab.).
+    "deepseek_v2_lite": ModelSpec(
+        "deepseek_v2_lite", 27, 2048, 16, 16, 192, 10944, 102400, False, 2, 32768,
+        rope_theta=10000.0, rms_norm_eps=1e-6,
+        mla=MLASpec(q_lora_rank=0, kv_lora_rank=512, qk_nope_head_dim=128,
+                    qk_rope_head_dim=64, v_head_dim=128),
+        moe=MoESpec(num_routed_experts=64, num_active_experts=6, num_shared_experts=2,
+                    expert_intermediate=1408, num_dense_layers=1)),
+    # deepseek-ai/DeepSeek-V3 config.json: 61 layers, hidden 7168, 128 heads, MLA with
+    # q_lora_rank 1536; 256 routed experts, 8 per token, 1 shared, moe_intermediate_size
+    # 2048, first_k_dense_replace 3 with intermediate_size 18432; vocab 129280. FP8
+    # (e4m3, 128x128 block scales, ~0.02 % extra bytes, ignored) linear weights, bf16
+    # activations and KV. 671B total / 37B active, excluding the 14B multi-token-
+    # prediction module (V3 report, arXiv:2412.19437), which serving without speculative
+    # decoding does not load. Context 128k (model card).
+    "deepseek_v3": ModelSpec(
+        "deepseek_v3", 61, 7168, 128, 128, 192, 18432, 129280, False, 2, 131072,
+        rope_theta=10000.0, rms_norm_eps=1e-6, weight_dtype_bytes=1,
+        mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
+                    qk_rope_head_dim=64, v_head_dim=128),
+        moe=MoESpec(num_routed_experts=256, num_active_experts=8, num_shared_experts=1,
+                    expert_intermediate=2048, num_dense_layers=3)),
 }
 
 

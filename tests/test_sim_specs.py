@@ -54,3 +54,20 @@ def test_efficiencies_are_fractions(hw):
 
 def test_registry_names_match_keys():
     assert all(k == v.name for k, v in {**HARDWARE, **MODELS}.items())
+
+
+def test_hardware_has_what_the_paper_setups_need():
+    # DeepSeek-V3 FP8 on H200; the A800 cluster test; 405B on A100-40GB (datasheets).
+    h200, a800, a100 = (get_hardware(n) for n in ("h200_141g", "a800_80g", "a100_40g"))
+    assert h200.peak_tflops_fp8 == 1979.0 and h200.hbm_bytes > 140 * 2**30
+    assert 2 * a800.nvlink_bandwidth_bytes_s == 400e9  # 400 GB/s total, 200 each way
+    assert 2 * a100.nvlink_bandwidth_bytes_s == 600e9 and a100.hbm_bytes == 40 * 2**30
+    assert a100.peak_tflops_fp8 == 0.0  # FP8 weights there would be weight-only
+
+
+def test_new_models_compose_as_configs():
+    from pathlib import Path
+    conf = Path(__file__).resolve().parent.parent / "conf" / "model"
+    for name in ("deepseek_v2_lite", "deepseek_v3"):
+        assert (conf / f"{name}.yaml").read_text().strip() == f"name: {name}"
+        assert get_model(name).name == name

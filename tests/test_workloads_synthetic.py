@@ -69,7 +69,8 @@ def test_changing_the_arrival_process_keeps_the_lengths():
         (s.prompt_len, s.output_len) for s in b.specs)
 
 
-@pytest.mark.parametrize("distribution", ["sharegpt_like", "longbench_like", "fixed", "uniform"])
+@pytest.mark.parametrize("distribution", ["sharegpt_like", "longbench_like", "math500_like", "mix",
+                                          "fixed", "uniform"])
 def test_1000_synthetic_requests_take_milliseconds(distribution):
     cfg = WorkloadConfig(source="synthetic", distribution=distribution, num_requests=1000)
     build_workload(cfg)  # warm-up (first numpy calls)

@@ -19,8 +19,8 @@ from workloads.errors import WorkloadError, choice_error
 from workloads.sources import load_requests, trace_times
 from workloads.spec import RequestSpec
 
-SOURCES = ("synthetic", "sharegpt", "longbench", "trace", "jsonl")
-DISTRIBUTIONS = ("sharegpt_like", "longbench_like", "fixed", "uniform")
+SOURCES = ("synthetic", "sharegpt", "longbench", "math500", "trace", "jsonl")
+DISTRIBUTIONS = ("sharegpt_like", "longbench_like", "math500_like", "mix", "fixed", "uniform")
 TIMED_SOURCES = ("trace", "jsonl")  # sources whose records can carry arrival times
 
 
@@ -30,11 +30,12 @@ class WorkloadConfig:
 
     # --- what to send -----------------------------------------------------------------
     name: str = "sharegpt"  # label written into results
-    source: str = "sharegpt"  # synthetic | sharegpt | longbench | trace | jsonl
-    # Dataset file (sharegpt .json, trace .csv, .jsonl) or LongBench task directory.
-    # sharegpt/longbench with no path fall back to the matching synthetic distribution.
+    source: str = "sharegpt"  # synthetic | sharegpt | longbench | math500 | trace | jsonl
+    # Dataset file (sharegpt .json, MATH-500 / generic .jsonl, trace .csv) or LongBench task
+    # directory. sharegpt/longbench/math500 with no path fall back to the matching
+    # synthetic distribution (<source>_like), with a warning.
     path: str | None = None
-    # source=synthetic: sharegpt_like | longbench_like | fixed | uniform
+    # source=synthetic: sharegpt_like | longbench_like | math500_like | mix | fixed | uniform
     distribution: str = "sharegpt_like"
     prompt_len: int = 512  # distribution=fixed, tokens
     output_len: int = 128  # distribution=fixed, tokens
@@ -63,6 +64,12 @@ class WorkloadConfig:
     # Middle-truncate longer prompts (LongBench's rule). 7500 = LongBench v1's limit for
     # 8k-context models, leaving room for max_gen <= 512 in Llama-3's 8192; null = none.
     longbench_max_prompt_tokens: int | None = 7500
+    # --- distribution=mix: ShareGPT-like + long prompts (semi-PD cluster test, Fig. 16) ----
+    mix_long_fraction: float = 0.05  # exact share of long-prompt requests (paper: 5 %)
+    mix_long_prompt_tokens: int = 4096  # median long prompt (paper: "~4k-token prompts")
+    mix_long_prompt_sigma: float = 0.1  # lognormal sigma of long prompts (0 = all equal)
+    # Long prompts are clipped so prompt + output <= this (the model context; Llama-3: 8192).
+    mix_max_total_tokens: int = 8192
 
 
 def config_from_mapping(values: object) -> WorkloadConfig:
@@ -122,9 +129,27 @@ def validate_config(cfg: WorkloadConfig, num_gpus: int = 1) -> None:
     limit = cfg.longbench_max_prompt_tokens
     _check(limit is None or limit >= 2,
            f"workload.longbench_max_prompt_tokens must be >= 2 or null, got {limit}.")
+    _validate_mix(cfg)
     _check(cfg.arrival != "trace" or cfg.source in TIMED_SOURCES,
            "workload.arrival='trace' needs arrival times from the data, i.e. workload.source "
            f"in {TIMED_SOURCES} (got source={cfg.source!r}); use poisson, gamma or constant instead.")
+
+
+def _validate_mix(cfg: WorkloadConfig) -> None:
+    frac = cfg.mix_long_fraction
+    _check(isinstance(frac, (int, float)) and 0.0 <= frac <= 1.0,
+           f"workload.mix_long_fraction must be a fraction in [0, 1], got {frac!r}.")
+    _check(cfg.mix_long_prompt_tokens >= 1,
+           f"workload.mix_long_prompt_tokens must be >= 1, got {cfg.mix_long_prompt_tokens}.")
+    sigma = cfg.mix_long_prompt_sigma
+    _check(sigma >= 0 and math.isfinite(sigma),
+           f"workload.mix_long_prompt_sigma must be a finite number >= 0, got {sigma}.")
+    if cfg.source == "synthetic" and cfg.distribution == "mix":
+        _check(cfg.mix_max_total_tokens > cfg.sharegpt_max_total_tokens,
+               "workload.mix_max_total_tokens (the context long prompts are clipped to) must "
+               "exceed workload.sharegpt_max_total_tokens so every ShareGPT-like output leaves "
+               f"room for a prompt, got {cfg.mix_max_total_tokens} <= "
+               f"{cfg.sharegpt_max_total_tokens}.")
 
 
 @dataclass(frozen=True)

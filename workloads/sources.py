@@ -12,15 +12,20 @@ from workloads.errors import WorkloadError
 from workloads.fileio import require_path
 from workloads.jsonl import sample_jsonl
 from workloads.longbench import sample_longbench
+from workloads.math500 import sample_math500
 from workloads.records import SourceResult
 from workloads.sharegpt import ShareGPTFilter, sample_sharegpt
-from workloads.synthetic import fixed_lengths, longbench_like, sharegpt_like, uniform_lengths
+from workloads.synthetic import (LongMix, fixed_lengths, longbench_like, math500_like,
+                                 sharegpt_like, sharegpt_long_mix, uniform_lengths)
 from workloads.trace import sample_trace
 
 if TYPE_CHECKING:  # config.py imports this module; the annotation only needs the name
     from workloads.config import WorkloadConfig
 
 log = logging.getLogger(__name__)
+
+# Dataset sources that, without workload.path, fall back to synthetic `<source>_like`.
+FALLBACK_SOURCES = ("sharegpt", "longbench", "math500")
 
 
 def _sharegpt_filter(cfg: WorkloadConfig) -> ShareGPTFilter:
@@ -37,6 +42,12 @@ def _synthetic(cfg: WorkloadConfig, distribution: str, rng: np.random.Generator)
                                (cfg.output_len_min, cfg.output_len_max))
     if distribution == "sharegpt_like":
         return sharegpt_like(n, rng, _sharegpt_filter(cfg))
+    if distribution == "math500_like":
+        return math500_like(n, rng)
+    if distribution == "mix":
+        mix = LongMix(cfg.mix_long_fraction, cfg.mix_long_prompt_tokens,
+                      cfg.mix_long_prompt_sigma, cfg.mix_max_total_tokens)
+        return sharegpt_long_mix(n, rng, mix, _sharegpt_filter(cfg))
     return longbench_like(n, rng, cfg.longbench_max_prompt_tokens)
 
 
@@ -44,7 +55,7 @@ def load_requests(cfg: WorkloadConfig, rng: np.random.Generator) -> SourceResult
     """Request lengths from the configured source (arrival times not yet applied)."""
     if cfg.source == "synthetic":
         return _synthetic(cfg, cfg.distribution, rng)
-    if cfg.source in ("sharegpt", "longbench") and not cfg.path:
+    if cfg.source in FALLBACK_SOURCES and not cfg.path:
         # A dataset source without a file: keep the run going with its published shape.
         dist = f"{cfg.source}_like"
         log.warning("workload.source=%s but workload.path is empty: using the synthetic %s "
@@ -60,6 +71,8 @@ def load_requests(cfg: WorkloadConfig, rng: np.random.Generator) -> SourceResult
     if cfg.source == "longbench":
         return sample_longbench(path, cfg.longbench_tasks, cfg.num_requests, rng,
                                 cfg.longbench_max_prompt_tokens, **common)
+    if cfg.source == "math500":
+        return sample_math500(path, cfg.num_requests, rng, **common)
     if cfg.source == "trace":
         return sample_trace(path, cfg.num_requests, rng, cfg.oversample)
     return sample_jsonl(path, cfg.num_requests, rng, keep_order=cfg.arrival == "trace", **common)

@@ -1,10 +1,14 @@
-"""Synthetic request lengths: fixed, uniform, and distributions matched to published
-statistics of ShareGPT and LongBench (for runs without the dataset files).
+"""Synthetic request lengths: fixed, uniform, distributions matched to published
+statistics of ShareGPT, LongBench and MATH-500 (for runs without the dataset files), and
+the semi-PD cluster test's mix of ShareGPT-like and long-prompt requests.
 
 All draws come from the caller's seeded numpy Generator; everything is vectorised, so
 1000 requests take well under a millisecond or two.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +46,56 @@ _SHAREGPT_MU_SIGMA_OUTPUT = (4.7822, 1.0)
 TOKENS_PER_WORD = 1.3
 LONGBENCH_LIKE_SIGMA = 0.5
 LONGBENCH_LIKE_MIN_PROMPT_TOKENS = 16
+
+# --- MATH-500-like -------------------------------------------------------------------
+# No token statistics of MATH-500 are published; these are derived from published sizes.
+#  * problem: 195.9 characters on average. EvalScope's MATH-500 page (evalscope docs,
+#    benchmarks/math_500, "Data Statistics") gives prompt means of 266.89 characters, and
+#    193.19 / 218.82 / 236.0 / 277.1 / 337.28 for levels 1-5 (43 / 90 / 105 / 128 / 134
+#    problems); its template "{question}\nPlease reason step by step, and put your final
+#    answer within \\boxed{}." (modelscope/evalscope math_500_adapter.py) adds 71.
+#  * solution: ~531 characters on average, from two published sizes of the same 500
+#    problems: the Arrow size of nlile/hendrycks-MATH-benchmark's test split (400,274
+#    bytes) -> 531.8, and the size of HuggingFaceH4/MATH-500 test.jsonl (446,564 bytes,
+#    JSON escaping +4.5 %) -> 529.7, each less the problem characters above and the other
+#    fields (subjects: 124 Algebra, 97 Intermediate Algebra, 82 Prealgebra, 62 Number
+#    Theory, 56 Precalculus, 41 Geometry, 38 Counting & Probability; answers ~5 chars).
+#  * characters per Llama-3 token: 2.81 in problems, 2.55 in solutions (LaTeX tokenizes
+#    densely), measured on 12 real MATH-500 records (5 are tests/data/math500_tiny.jsonl).
+# => prompt mean 69.7 tokens (levels 1-5: 43.5 .. 94.8), output mean 208 tokens.
+# Spread (assumption): lognormal; prompt sigma 0.75 within a level (the published range
+# of 20..1733 problem characters over 500 problems implies ~0.73 overall; the 12 records
+# give 0.91), output sigma 0.6 (12 records: 0.59), drawn independently (12 records: r=0.13).
+MATH500_LEVELS = {1: (43, 193.19), 2: (90, 218.82), 3: (105, 236.0), 4: (128, 277.1),
+                  5: (134, 337.28)}  # level: (problems, EvalScope mean prompt characters)
+MATH500_TEMPLATE_CHARS = 71
+MATH500_SOLUTION_CHARS = 531.0
+MATH500_PROBLEM_CHARS_PER_TOKEN = 2.81
+MATH500_SOLUTION_CHARS_PER_TOKEN = 2.55
+MATH500_LIKE_MEAN_OUTPUT_TOKENS = MATH500_SOLUTION_CHARS / MATH500_SOLUTION_CHARS_PER_TOKEN
+MATH500_LIKE_SIGMA_PROMPT = 0.75
+MATH500_LIKE_SIGMA_OUTPUT = 0.6
+MATH500_LIKE_MIN_TOKENS = 4  # the shortest MATH-500 problem is ~20 characters
+
+# --- ShareGPT + long prompts (the semi-PD cluster test, Fig. 16) ---------------------
+# The semi-PD paper's cluster test (8 A800s, DeepSeek-V2-Lite) uses a synthetic mix of 95 %
+# ShareGPT and 5 % long (~4k-token) prompts (shared/reference/semipd.md, section 4) and
+# gives no spread. Long prompts: lognormal with median `prompt_tokens` and a small sigma
+# (assumption; 0.1 puts ~90 % within -15 %..+18 %), clipped so prompt + output <=
+# max_total_tokens (the model context). Every output comes from the ShareGPT-like
+# distribution (a long request keeps the output of its ShareGPT-like draw). The long
+# requests are an EXACT count, floor(fraction * N + 0.5), at seeded random positions (not
+# a per-request Bernoulli draw), so every seed sends exactly the configured share.
+
+
+@dataclass(frozen=True)
+class LongMix:
+    """The long-prompt part of distribution=mix (WorkloadConfig.mix_* options)."""
+
+    fraction: float = 0.05
+    prompt_tokens: int = 4096  # median
+    sigma: float = 0.1
+    max_total_tokens: int = 8192  # prompt + output of a long request
 
 
 def _requests(prompt: np.ndarray, output: np.ndarray, sources: list[str]) -> tuple[SampledRequest, ...]:
@@ -124,4 +178,59 @@ def longbench_like(
     return SourceResult(
         _requests(prompt, output, [tasks[i] for i in which.tolist()]),
         f"synthetic longbench_like ({limit})",
+    )
+
+
+def math500_level_mean_prompt_tokens() -> dict[int, float]:
+    """Mean problem tokens per MATH level implied by EvalScope's character counts."""
+    return {lv: (chars - MATH500_TEMPLATE_CHARS) / MATH500_PROBLEM_CHARS_PER_TOKEN
+            for lv, (_, chars) in MATH500_LEVELS.items()}
+
+
+def _lognormal_ints(rng: np.random.Generator, mean: np.ndarray | float, sigma: float,
+                    size: int, minimum: int) -> np.ndarray:
+    """Integers from a lognormal with the given mean (exp(mu + sigma^2 / 2)), floored."""
+    mu = np.log(mean) - sigma**2 / 2
+    return np.maximum(np.rint(rng.lognormal(mu, sigma, size=size)).astype(np.int64), minimum)
+
+
+def math500_like(num_requests: int, rng: np.random.Generator) -> SourceResult:
+    """Problem lengths per difficulty level (levels drawn by their MATH-500 counts), and
+    solution lengths, matched to the statistics derived above."""
+    levels = list(MATH500_LEVELS)
+    counts = np.array([MATH500_LEVELS[lv][0] for lv in levels], dtype=float)
+    means = np.array([math500_level_mean_prompt_tokens()[lv] for lv in levels])
+    which = rng.choice(len(levels), size=num_requests, p=counts / counts.sum())
+    prompt = _lognormal_ints(rng, means[which], MATH500_LIKE_SIGMA_PROMPT, num_requests,
+                             MATH500_LIKE_MIN_TOKENS)
+    output = _lognormal_ints(rng, MATH500_LIKE_MEAN_OUTPUT_TOKENS, MATH500_LIKE_SIGMA_OUTPUT,
+                             num_requests, MATH500_LIKE_MIN_TOKENS)
+    target_prompt = float(counts @ means / counts.sum())
+    return SourceResult(
+        _requests(prompt, output, ["math500_like"] * num_requests),
+        "synthetic math500_like",
+        {"target_mean_prompt_tokens": round(target_prompt, 1),
+         "target_mean_output_tokens": round(MATH500_LIKE_MEAN_OUTPUT_TOKENS, 1)},
+    )
+
+
+def sharegpt_long_mix(num_requests: int, rng: np.random.Generator, mix: LongMix,
+                      flt: ShareGPTFilter | None = None) -> SourceResult:
+    """ShareGPT-like requests, of which round(fraction * N) get a long prompt instead."""
+    base = sharegpt_like(num_requests, rng, flt)
+    prompt = np.array([r.prompt_len for r in base.requests], dtype=np.int64)
+    output = np.array([r.output_len for r in base.requests], dtype=np.int64)
+    num_long = math.floor(mix.fraction * num_requests + 0.5)
+    is_long = np.zeros(num_requests, dtype=bool)
+    is_long[rng.permutation(num_requests)[:num_long]] = True
+    raw = np.rint(rng.lognormal(math.log(mix.prompt_tokens), mix.sigma, size=num_long))
+    prompt[is_long] = np.clip(raw.astype(np.int64), 1, mix.max_total_tokens - output[is_long])
+    sources = np.where(is_long, "long", "sharegpt_like").tolist()
+    return SourceResult(
+        _requests(prompt, output, sources),
+        f"synthetic mix ({num_requests - num_long} sharegpt_like + {num_long} long requests, "
+        f"long prompts ~{mix.prompt_tokens} tokens)",
+        {"mix_long_requests": num_long, "mix_long_fraction": mix.fraction,
+         "mix_long_prompt_tokens": mix.prompt_tokens, "mix_long_prompt_sigma": mix.sigma,
+         "mix_max_total_tokens": mix.max_total_tokens},
     )
