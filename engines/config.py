@@ -7,6 +7,7 @@ from engines.scheduler import SchedulerConfig
 
 DESIGNS = ("unified", "disagg", "semipd", "cluster")
 CONTROLLERS = ("static", "slo_paper", "slo_code")
+CONTENTION_MODELS = ("resources", "proportional")
 KV_LINKS = ("nvlink", "pcie", "network")
 
 
@@ -25,6 +26,7 @@ class SemiPDConfig:
     floor_pct: float = 80.0            # slo_code: never lower a share below this
     min_fit_points: int = 3            # slo_paper: distinct shares before trusting the Eq. 4 fit
     switch_delay_s: float = 0.5        # standby worker start-up (the code polls every 0.5 s)
+    contention: str = "resources"      # resources | proportional (semipd/engine.py)
 
 
 @dataclass
@@ -75,6 +77,9 @@ class EngineConfig:
         if self.semipd.controller not in CONTROLLERS:
             raise ValueError(f"engine.semipd.controller must be one of {', '.join(CONTROLLERS)}; "
                              f"got '{self.semipd.controller}'")
+        if self.semipd.contention not in CONTENTION_MODELS:
+            raise ValueError(f"engine.semipd.contention must be one of {', '.join(CONTENTION_MODELS)}; "
+                             f"got '{self.semipd.contention}'")
         for key in ("prefill_share_pct", "decode_share_pct"):
             if not 0.0 < getattr(self.semipd, key) <= 100.0:
                 raise ValueError(f"engine.semipd.{key} must be in (0, 100]; got {getattr(self.semipd, key)}")

@@ -130,7 +130,9 @@ def fig9(runs: pd.DataFrame, out_png: Path) -> pd.DataFrame:
     with sns.axes_style("whitegrid"):
         axes = fig.subplots(1, 3)
     for ax, col in zip(axes, ("p90_ttft_s", "p90_tpot_s", "attainment")):
-        sns.barplot(data, x="shape", y=col, ax=ax, color="tab:blue")
+        # positions + tick labels: a categorical axis would try to parse "1P1D" as a date
+        ax.bar(range(len(data)), data[col], color="tab:blue")
+        ax.set_xticks(range(len(data)), data["shape"])
         ax.set_ylabel(METRIC_LABELS[col])
         ax.set_xlabel("prefill:decode instances")
         if col != "attainment":

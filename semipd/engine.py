@@ -2,11 +2,20 @@
 timelines over ONE KV pool (and one weight copy); the hand-off moves the request with its
 block table, nothing is copied.
 
-Contention (MPS semantics): a share is a cap, not a reservation. While both workers of a
-device are busy and x + y > 100, each progresses at the speed it would have with the
-effective share s * 100 / (x + y) (the SMs divided in proportion to the caps); alone it
-runs at its cap. A step's progress rate changes whenever the other worker starts or
-stops a step, and its end time is recomputed then (progress-rate sharing).
+Contention (MPS semantics): a share is a cap, not a reservation. Alone, a worker's step
+runs at the speed of its cap (the executor's duration at that share). While both workers
+of a device are busy, their progress rates are re-computed (progress-rate sharing: each
+step tracks the fraction of its work done; the rates change whenever the other worker
+starts or stops a step, and its end time is recomputed then):
+- `resources` (default): the GPU is two resources, SM compute and HBM bandwidth. At its
+  solo speed a step uses compute_s / duration_s of the device's compute and
+  memory_s / duration_s of its bandwidth (executor.resource_demands_s). If the two
+  steps together ask more than 1 of either resource, both slow down by the larger
+  oversubscription factor (a fluid model). A compute-bound prefill next to a
+  memory-bound decode thus overlaps well, two compute-bound steps do not; with
+  x + y <= 100 caps the compute never oversubscribes, but bandwidth still can.
+- `proportional`, or an executor without resource demands: if x + y > 100, each runs at
+  the effective share s * 100 / (x + y) (SMs split in proportion to the caps).
 """
 from __future__ import annotations
 
@@ -35,7 +44,8 @@ class _InFlight:
     rate: float = 0.0        # fraction per second
     last_s: float = 0.0
     version: int = 0
-    contended_s: float | None = None  # duration if contended for the whole step (lazy)
+    contended_s: float | None = None  # proportional model: duration if contended throughout
+    use: tuple[float, float] | None = None  # resources model: (compute, bandwidth) fractions
 
 
 @dataclass
@@ -48,8 +58,9 @@ class _Device:
 
 class SemiPDEngine(Engine):
     def __init__(self, *args, devices: list[_Device], controller, window_requests: int,
-                 percentile: float, switch_delay_s: float, **kw) -> None:
+                 percentile: float, switch_delay_s: float, contention: str = "resources", **kw) -> None:
         super().__init__(*args, **kw)
+        self.contention = contention
         self.devices = devices
         self.controller = controller
         self.window_requests = window_requests
@@ -124,22 +135,40 @@ class SemiPDEngine(Engine):
     def _retime(self, dev: _Device) -> None:
         now = self.loop.now_s
         steps = list(dev.inflight.values())
-        total_share = dev.prefill.share + dev.decode.share
-        contended = len(steps) == 2 and total_share > 1.0 + 1e-9
-        for st in steps:
+        durations = self._contended_durations(dev, steps)
+        for st, duration_s in zip(steps, durations):
             st.done = min(1.0, st.done + (now - st.last_s) * st.rate)
             st.last_s = now
-            rate = 1.0 / self._duration(st, total_share) if contended else 1.0 / st.result.duration_s
+            rate = 1.0 / duration_s
             if rate != st.rate:
                 st.rate = rate
                 st.version += 1
                 version = st.version
                 self.loop.at(now + (1.0 - st.done) / rate, lambda st=st, v=version: self._step_end(dev, st, v))
 
-    def _duration(self, st: _InFlight, total_share: float) -> float:
+    def _contended_durations(self, dev: _Device, steps: list[_InFlight]) -> list[float]:
+        """Each step's whole-step duration at the current contention (see module doc)."""
+        solo = [st.result.duration_s for st in steps]
+        if len(steps) < 2:
+            return solo
+        if self.contention == "resources" and all(hasattr(st.worker.executor, "resource_demands_s") for st in steps):
+            use_compute = use_bandwidth = 0.0
+            for st in steps:
+                if st.use is None:
+                    compute_s, memory_s = st.worker.executor.resource_demands_s(st.plan)
+                    st.use = (compute_s / st.result.duration_s, memory_s / st.result.duration_s)
+                use_compute += st.use[0]
+                use_bandwidth += st.use[1]
+            slowdown = max(1.0, use_compute, use_bandwidth)
+            return [d * slowdown for d in solo]
+        total_share = dev.prefill.share + dev.decode.share
+        if total_share <= 1.0 + 1e-9:
+            return solo
+        return [self._proportional_s(st, total_share) for st in steps]
+
+    def _proportional_s(self, st: _InFlight, total_share: float) -> float:
         if st.contended_s is None:
-            effective = st.worker.share / total_share
-            st.contended_s = st.worker.executor.execute(st.plan, effective).duration_s
+            st.contended_s = st.worker.executor.execute(st.plan, st.worker.share / total_share).duration_s
         return st.contended_s
 
     def _step_end(self, dev: _Device, st: _InFlight, version: int) -> None:
@@ -170,4 +199,4 @@ def build_semipd(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
                         num_weight_copies=cfg.num_instances,  # prefill and decode share one copy
                         devices=devices, controller=make_controller(sp, slo),
                         window_requests=sp.window_requests, percentile=sp.percentile,
-                        switch_delay_s=sp.switch_delay_s)
+                        switch_delay_s=sp.switch_delay_s, contention=sp.contention)

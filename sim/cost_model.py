@@ -42,6 +42,8 @@ plan's seqs, plain float arithmetic, per-model constants precomputed in __init__
 """
 from __future__ import annotations
 
+import dataclasses
+
 from engines.plan import StepPlan
 from sim.arch import expected_touched_experts, num_moe_layers, pipeline_stages
 from sim.layer_ops import AttentionOps, Gemm, build_layer_ops
@@ -59,6 +61,7 @@ DEFAULT_STEP_OVERHEAD_S = 1.0e-3
 # (hardware-and-models.md); latency: the order of one RDMA/NCCL send, an assumption.
 INTER_NODE_BYTES_S = 25e9
 INTER_NODE_LATENCY_S = 20e-6
+_UNLIMITED = 1e9  # a resource fraction so large that the resource never limits
 PP_TENSORS_PER_TOKEN = 2  # hidden_states and residual cross each stage boundary (vLLM)
 
 
@@ -116,6 +119,7 @@ class RooflineCostModel:
         self._init_step_constants(model, tp)
         self._send_bytes_per_token = PP_TENSORS_PER_TOKEN * model.hidden * model.dtype_bytes
         self._pp_link = (pp_link_bytes_s, pp_link_latency_s)
+        self._ideal: RooflineCostModel | None = None
 
     def _init_step_constants(self, m: ModelSpec, tp: int) -> None:
         b = m.dtype_bytes
@@ -141,6 +145,25 @@ class RooflineCostModel:
         bw_frac = self.share_model.bandwidth_fraction(share, self._saturation_share)
         shared, prefill, decode, _, comm = self._gpu_parts_s(plan, share, bw_frac)
         return self.step_overhead_s + comm + shared + prefill + decode
+
+    def resource_demands_s(self, plan: StepPlan) -> tuple[float, float]:
+        """(compute_s, memory_s): the step's GPU time on the whole device if only compute
+        (resp. only HBM bandwidth) limited it. What the step asks of each resource, used
+        to model two workers contending for one GPU (semipd/engine.py)."""
+        ideal = self._ideal_model()
+        compute = ideal._gpu_parts_s(plan, 1.0, _UNLIMITED)
+        memory = ideal._gpu_parts_s(plan, _UNLIMITED, 1.0)
+        return sum(compute[:3]), sum(memory[:3])
+
+    def _ideal_model(self) -> "RooflineCostModel":
+        """The same model without the small-batch GEMM penalty and kernel floors: a small
+        GEMM is slow because it leaves SMs idle (too few tiles), not because it uses them,
+        so resource USE counts FLOPs at full efficiency and bytes at achievable bandwidth."""
+        if self._ideal is None:
+            hw = dataclasses.replace(self.hardware, compute_efficiency_half_tokens=0.0, kernel_floor_s=0.0)
+            self._ideal = RooflineCostModel(self.model, hw, self.tp, self.share_model, 0.0, self.pp,
+                                            self.pp_overlap, *self._pp_link)
+        return self._ideal
 
     def _gpu_parts_s(self, plan: StepPlan, compute_frac: float, bw_frac: float
                      ) -> tuple[float, float, float, float, float]:

@@ -13,3 +13,7 @@ class SimExecutor:
 
     def execute(self, plan: StepPlan, share: float) -> StepResult:
         return StepResult(duration_s=self.cost_model.step_time_s(plan, share))
+
+    def resource_demands_s(self, plan: StepPlan) -> tuple[float, float]:
+        """Optional executor capability: (compute_s, memory_s) at the whole device."""
+        return self.cost_model.resource_demands_s(plan)

@@ -148,7 +148,7 @@ def test_slo_code_controller_shifts_compute_on_a_tpot_miss(tmp_path):
     """(100, 100) misses this TPOT target while TTFT has slack: the controller lowers the
     prefill share (decode is already at 100) and the partition timeline records it."""
     common = ["engine=semipd", "engine.semipd.window_requests=100", "engine.semipd.switch_delay_s=0.1",
-              "workload.num_requests=600", "workload.rate=12", "slo.ttft_s=2.0", "slo.tpot_s=0.02",
+              "workload.num_requests=600", "workload.rate=12", "slo.ttft_s=2.0", "slo.tpot_s=0.015",
               "plots=false", "progress=false"]
     static = run(cfg_for(*common, "engine.semipd.controller=static"), tmp_path / "static")
     assert static["tpot_attainment"] < 1.0 and static["ttft_attainment"] == 1.0

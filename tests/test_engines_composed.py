@@ -155,3 +155,32 @@ def test_no_contention_when_shares_sum_to_at_most_100():
     run(engine, loop, reqs)
     for rec in engine.workers[0].records + engine.workers[1].records:
         assert rec.share == 0.5
+
+
+class ResourceExecutor(LinearExecutor):
+    """Prefill steps use 90 % of the compute and 10 % of the bandwidth at solo speed;
+    decode steps 20 % and 80 %."""
+
+    def resource_demands_s(self, plan):
+        t = self.execute(plan, 1.0).duration_s
+        return (0.9 * t, 0.1 * t) if plan.num_prefill_tokens else (0.2 * t, 0.8 * t)
+
+
+def _prefill_step_s(contention: str, busy_other: bool) -> float:
+    loop = VirtualLoop()
+    cfg = EngineConfig(name="semipd", design="semipd", semipd=SemiPDConfig(controller="static", contention=contention))
+    engine = build_semipd(cfg, loop=loop, make_executor=ResourceExecutor, num_kv_blocks=400,
+                          max_model_len=4096, slo=SLO(0.5, 0.1))
+    reqs = [Request(id=1, arrival_s=1.0, prompt_len=1000, output_len=2)]
+    if busy_other:
+        reqs.insert(0, Request(id=0, arrival_s=0.0, prompt_len=50, output_len=400))
+    run(engine, loop, reqs, check=False)
+    return next(r.duration_s for r in engine.workers[0].records if r.num_prefill_tokens == 1000)
+
+
+def test_resource_contention_overlaps_compute_and_memory_bound_steps():
+    alone = _prefill_step_s("resources", False)
+    # together they ask 1.1 of the compute and 0.9 of the bandwidth: a 1.1x slowdown
+    assert _prefill_step_s("resources", True) == pytest.approx(1.1 * alone, rel=0.02)
+    # the proportional model halves both workers' SMs instead
+    assert _prefill_step_s("proportional", True) == pytest.approx(2.0 * alone, rel=0.05)
