@@ -34,6 +34,11 @@ paper: $(STAMP)
 paper-ci: $(STAMP)
 	$(BIN)/python -m paper.suite --scale ci
 
+# vLLM's CPU build in its own venv, for benchmarks/peer/ only (never a project dependency).
+.PHONY: vllm-venv
+vllm-venv:
+	PY=$(PY) bash benchmarks/peer/make_vllm_venv.sh .venv-vllm
+
 # torch is pinned to 2.13.0 so pip takes the CPU wheel on this machine instead of a
 # multi-GB CUDA build; uv/poetry cannot see that wheel, hence pip.
 $(STAMP): pyproject.toml

@@ -18,7 +18,7 @@ from engines.config import EngineConfig
 from engines.engine import Engine
 from engines.loop import Loop
 from engines.plan import Executor
-from engines.request import Request, Status
+from engines.request import Request
 from engines.scheduler import Scheduler, StepOutcome
 from engines.worker import Worker
 

@@ -38,16 +38,40 @@ def kv_link(name: str, hw: HardwareSpec) -> KVLink:
 
 def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
     model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
-    if cfg.executor.name == "sim":
-        # The cost model is stateless: every worker can share one.
-        # engine.pp: read with a default until EngineConfig has the field.
-        cost = RooflineCostModel(model, hw, tp=cfg.engine.tp, share_model=cfg.executor.share_model,
-                                 pp=getattr(cfg.engine, "pp", 1))
-        return lambda: SimExecutor(cost)
-    raise ValueError(f"executor.name '{cfg.executor.name}' is not available in this build")
+    eng = cfg.engine
+    # The cost model is stateless: every worker can share one.
+    cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
+    return lambda: SimExecutor(cost)
 
 
 def build_engine(cfg: RunConfig, loop: Loop) -> Engine:
+    if cfg.executor.name == "torch":
+        return _build_torch(cfg, loop)
+    return _build_sim(cfg, loop)
+
+
+def _build_torch(cfg: RunConfig, loop: Loop) -> Engine:
+    """The real model in this process: one worker, so only the unified design (semi-PD and
+    disaggregation need one process per worker, not built yet)."""
+    eng, ex = cfg.engine, cfg.executor
+    if eng.design != "unified" or eng.num_instances != 1 or eng.tp != 1 or eng.pp != 1:
+        raise ValueError(f"executor=torch runs engine.design=unified with one instance, tp=1, pp=1 "
+                         f"(got design={eng.design}, num_instances={eng.num_instances}, tp={eng.tp}, "
+                         f"pp={eng.pp}); semi-PD and disaggregation need one process per worker, "
+                         "which the real executor does not have yet: use executor=sim for them")
+    from engines.torch import runtime  # torch is imported only for real runs
+    setup = runtime.prepare(cfg.model.name, cfg.model.checkpoint, device=ex.device, dtype=ex.dtype,
+                            block_size=eng.block_size_tokens, kv_cache_bytes=ex.kv_cache_bytes,
+                            gpu_memory_utilization=eng.gpu_memory_utilization)
+    executor = runtime.make_executor(setup, block_size=eng.block_size_tokens, temperature=ex.temperature,
+                                     seed=cfg.workload.seed, num_threads=ex.num_threads)
+    engine = build_unified(eng, loop=loop, make_executor=lambda: executor, num_kv_blocks=setup.num_blocks,
+                           max_model_len=setup.config.max_position_embeddings)
+    engine.vocab_size = setup.config.vocab_size
+    return engine
+
+
+def _build_sim(cfg: RunConfig, loop: Loop) -> Engine:
     if cfg.engine.design != "cluster":
         return _build_one(cfg, cfg.engine, loop)
     parts = []
@@ -63,7 +87,7 @@ def _build_one(cfg: RunConfig, eng: EngineConfig, loop: Loop) -> Engine:
     model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
     # semi-PD: one weight copy, but each of the two workers needs its own activations.
     workers_per_gpu = 2 if eng.design == "semipd" else 1
-    pp = getattr(eng, "pp", 1)  # pipeline-parallel degree, until EngineConfig has the field
+    pp = eng.pp
     reserve = workers_per_gpu * estimate_activation_reserve_bytes(model, eng.tp)
     num_blocks = kv_capacity_blocks(model, hw, tp=eng.tp, gpu_memory_utilization=eng.gpu_memory_utilization,
                                     activation_reserve_bytes=reserve, block_size_tokens=eng.block_size_tokens,

@@ -5,11 +5,13 @@ import logging
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from engines.disagg import DisaggEngine
 from engines.engine import Engine, finalize_unfinished
 from engines.request import Request
+from engines.wallclock import WallClockLoop
 from harness.build import build_engine
 from harness.config import RunConfig
 from harness.versions import versions
@@ -28,11 +30,13 @@ log = logging.getLogger(__name__)
 def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
     """Run `cfg`, write the run directory (the result-file contract) and return the summary."""
     cfg.validate()
-    loop = VirtualLoop()
+    loop = VirtualLoop() if cfg.executor.name == "sim" else WallClockLoop()
     engine = build_engine(cfg, loop)
     workload = build_workload(cfg.workload, num_gpus=_rate_units(cfg, engine))
     log.info("workload: %s", workload.source_used)
     requests = [Request.from_spec(s) for s in workload.specs]
+    if cfg.executor.name != "sim":
+        _give_token_ids(requests, engine.vocab_size, cfg.workload.seed)
     for req in requests:
         loop.at(req.arrival_s, partial(engine.submit, req))
     with _progress(cfg, len(requests), engine):
@@ -73,6 +77,15 @@ def _shape(eng) -> str:
     return one(eng.design, eng.num_instances, eng.num_prefill, eng.num_decode)
 
 
+def _give_token_ids(requests: list[Request], vocab_size: int, seed: int) -> None:
+    """A real model needs prompt ids: keep the workload's (if it kept them and they fit the
+    vocabulary), else draw seeded random ids, so sampled tokens are fed back as in a server."""
+    rng = np.random.default_rng(seed)
+    for req in requests:
+        if req.token_ids is None or (req.token_ids and max(req.token_ids) >= vocab_size):
+            req.token_ids = rng.integers(0, vocab_size, req.prompt_len).tolist()
+
+
 def _rate_units(cfg: RunConfig, engine: Engine) -> int:
     """How many units `workload.rate` is multiplied by (see RunConfig.rate_unit)."""
     if cfg.rate_unit == "gpu":
@@ -93,6 +106,10 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
     summary["num_unfinished"] = num_unfinished
     summary["num_preemptions"] = sum(r.num_preemptions for r in requests)
     summary["engine_shape"] = _shape(cfg.engine)
+    if cfg.executor.name != "sim":
+        summary |= {"device": cfg.executor.device, "dtype": cfg.executor.dtype,
+                    "checkpoint": cfg.model.checkpoint or f"checkpoints/{cfg.model.name}",
+                    "driver_max_lateness_s": getattr(engine.loop, "max_lateness_s", None)}
     summary["num_weight_copies"] = engine.num_weight_copies
     summary["kv_pools"] = engine.kv.summary()
     for i, part in enumerate(getattr(engine, "parts", [engine])):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -144,8 +145,35 @@ def render(runs: pd.DataFrame, series: dict[str, pd.DataFrame]) -> str:
                 if not table.empty:
                     parts.append(f"\nGoodput, {tag} (req/s per {runs.loc[runs['tag'] == tag, 'rate_unit'].iloc[0]}):\n\n"
                                  f"{_md(table)}")
+    parts.append(goodput_section(root_of(runs)))
     parts.append(differences(series.get("fig12", pd.DataFrame())))
     return "".join(parts)
+
+
+def root_of(runs: pd.DataFrame) -> Path:
+    """The suite's output directory: parent of the experiment directories."""
+    return Path(runs["run"].iloc[0]).parent.parent
+
+
+def goodput_section(root: Path) -> str:
+    """Goodput by sweep + bisection and the SLO-scale sweep (paper/goodput_study.py)."""
+    path = root / "goodput.json"
+    if not path.exists():
+        return "\n## Goodput and SLO scale\n\n_not run (python -m paper.goodput_study)_\n"
+    res = json.loads(path.read_text())
+    st = res["setup"]
+    rows = [{"system": k, "goodput (req/s/GPU)": v["rate_per_gpu"], "bound": v["bound"]}
+            for k, v in res["goodput"].items()]
+    table = pd.DataFrame(rows)
+    if SEMIPD_LABEL in set(table["system"]):
+        ours = float(table.loc[table["system"] == SEMIPD_LABEL, "goodput (req/s/GPU)"].iloc[0])
+        table["semi-PD / system"] = ours / table["goodput (req/s/GPU)"]
+    scale = pd.DataFrame([{"system": k, **{f"x{s}": a for s, a in v.items()}} for k, v in res["slo_scale"].items()])
+    return (f"\n## Goodput and SLO scale\n\n{st['model']} on {st['hardware']}, {st['workload']}, SLO "
+            f"{st['slo']}, {st['num_requests']} requests per run; {st['search']} "
+            f"(`python -m harness.goodput rate ...` runs the same search for any setup).\n\n{_md(table)}"
+            f"\nSLO attainment at {st['slo_scale_rate']:g} req/s/GPU with both targets multiplied by the "
+            f"scale (`python -m harness.goodput slo-scale ...`):\n\n{_md(scale)}")
 
 
 def differences(fig12: pd.DataFrame) -> str:

@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     for i, name in enumerate(names, 1):
         dt = run_experiment(name, out, args.scale, args.jobs)
         print(f"[{i}/{len(names)}] {name}: {dt:.1f} s", flush=True)
+    if args.only is None:
+        from paper.goodput_study import study
+        t0 = time.perf_counter()
+        study(args.scale, out)
+        print(f"goodput study: {time.perf_counter() - t0:.1f} s", flush=True)
     from paper.report import build
     build(out)
     print(f"paper suite ({args.scale}): {len(names)} experiments in {time.perf_counter() - t_all:.0f} s; "

@@ -216,8 +216,9 @@ MODELS: dict[str, ModelSpec] = {
     "llama31_405b": ModelSpec("llama31_405b", 126, 16384, 128, 8, 128, 53248, 128256, False,
                               2, 131072),
     # Toy shapes for CPU runs of the real torch executor, with Llama-3's vocabulary so
-    # the real tokenizer works. tiny: ~33M params, almost all of it the embedding.
-    "tiny_llama": ModelSpec("tiny_llama", 4, 256, 4, 2, 64, 512, 128256, True, 2, 2048),
+    # the real tokenizer works (engines/torch/sizes.py builds their checkpoints from these).
+    # tiny: 68.0M params, 65.7M of them the untied embedding and LM head (as Llama-3 8B).
+    "tiny_llama": ModelSpec("tiny_llama", 4, 256, 4, 2, 64, 512, 128256, False, 2, 2048),
     # small: ~100M params. With a 128256 vocab the tied embedding alone is 65.7M at
     # hidden 512, so a wider model (e.g. hidden 768 -> 98.5M embedding + 75M layers =
     # 174M) overshoots; 10 layers of 512 (8 heads x 64, 2 KV heads as Llama-3's 4:1

@@ -1,0 +1,187 @@
+"""LlamaConfig: the model shape, parsed from / written to a Hugging Face config.json.
+
+Torch-free on purpose (sizes.py and the simulator read it). Parsing errors raise
+CheckpointError naming the file and the field, because a bad config.json is the most
+common way a checkpoint directory is wrong.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or disagrees with its config."""
+
+
+_ROPE_TYPES = ("default", "linear", "llama3")
+_LLAMA3_ROPE_KEYS = ("factor", "low_freq_factor", "high_freq_factor",
+                     "original_max_position_embeddings")
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = field(default=None, hash=False)
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = field(default=None, hash=False)
+
+    @property
+    def q_size(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    def num_params(self) -> int:
+        """Exact parameter count, embeddings and LM head included."""
+        h, i = self.hidden_size, self.intermediate_size
+        attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        per_layer = attn + 3 * h * i + 2 * h
+        head = 0 if self.tie_word_embeddings else self.vocab_size * h
+        return self.vocab_size * h + self.num_hidden_layers * per_layer + h + head
+
+    def kv_bytes_per_token(self, dtype_bytes: int) -> int:
+        return 2 * self.num_hidden_layers * self.kv_size * dtype_bytes
+
+    def to_hf_dict(self, dtype: str) -> dict[str, Any]:
+        """config.json as transformers' LlamaForCausalLM and vLLM read it."""
+        return {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads, "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling, "tie_word_embeddings": self.tie_word_embeddings,
+            "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+            "attention_dropout": 0.0, "initializer_range": 0.02, "pretraining_tp": 1,
+            "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
+            "use_cache": True, "torch_dtype": dtype,
+        }
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "LlamaConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: config.json not found")
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+        return cls.from_hf_dict(raw, source=str(path))
+
+    @classmethod
+    def from_hf_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "LlamaConfig":
+        f = _Fields(raw, source)
+        _check_supported(f)
+        hidden, heads = f.pos_int("hidden_size"), f.pos_int("num_attention_heads")
+        kv_heads = f.pos_int("num_key_value_heads", heads)
+        if heads % kv_heads:
+            f.fail("num_key_value_heads", f"must divide num_attention_heads={heads}", kv_heads)
+        if raw.get("head_dim") is None and hidden % heads:
+            f.fail("hidden_size", f"must be divisible by num_attention_heads={heads}", hidden)
+        return cls(
+            vocab_size=f.pos_int("vocab_size"), hidden_size=hidden,
+            intermediate_size=f.pos_int("intermediate_size"),
+            num_hidden_layers=f.pos_int("num_hidden_layers"), num_attention_heads=heads,
+            num_key_value_heads=kv_heads, head_dim=f.pos_int("head_dim", hidden // heads),
+            max_position_embeddings=f.pos_int("max_position_embeddings", 2048),
+            rms_norm_eps=f.pos_float("rms_norm_eps", 1e-6),
+            rope_theta=_rope_theta(f), rope_scaling=_rope_scaling(f),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            bos_token_id=raw.get("bos_token_id"), eos_token_id=raw.get("eos_token_id"))
+
+
+class _Fields:
+    """Typed access to config.json fields with errors that name file and field."""
+
+    def __init__(self, raw: dict[str, Any], source: str):
+        self.raw, self.source = raw, source
+
+    def fail(self, name: str, what: str, value: Any = None):
+        got = "" if value is None else f", got {value!r}"
+        raise CheckpointError(f"{self.source}: field '{name}' {what}{got}")
+
+    def get(self, name: str, default: Any = None, required: bool = False) -> Any:
+        value = self.raw.get(name)
+        if value is None:
+            if required and default is None:
+                self.fail(name, "is missing")
+            return default
+        return value
+
+    def pos_int(self, name: str, default: int | None = None) -> int:
+        value = self.get(name, default, required=True)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self.fail(name, "must be a positive integer", value)
+        return value
+
+    def pos_float(self, name: str, default: float | None = None) -> float:
+        value = self.get(name, default, required=True)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            self.fail(name, "must be a positive number", value)
+        return float(value)
+
+
+def _check_supported(f: _Fields) -> None:
+    if f.get("model_type", "llama") != "llama":
+        f.fail("model_type", "must be 'llama'", f.raw["model_type"])
+    if f.get("hidden_act", "silu") != "silu":
+        f.fail("hidden_act", "must be 'silu' (SwiGLU MLP)", f.raw["hidden_act"])
+    for name in ("attention_bias", "mlp_bias"):
+        if f.get(name, False):
+            f.fail(name, "is not supported (no bias terms in this model)", True)
+
+
+def _rope_dict(f: _Fields) -> dict | None:
+    # transformers 5 writes `rope_parameters` (theta inside); older files `rope_scaling`.
+    for name in ("rope_parameters", "rope_scaling"):
+        value = f.get(name)
+        if value is not None:
+            if not isinstance(value, dict):
+                f.fail(name, "must be an object", value)
+            return value
+    return None
+
+
+def _rope_theta(f: _Fields) -> float:
+    rope = _rope_dict(f) or {}
+    if f.get("rope_theta") is None and "rope_theta" in rope:
+        return float(rope["rope_theta"])
+    return f.pos_float("rope_theta", 10000.0)
+
+
+def _rope_scaling(f: _Fields) -> dict | None:
+    rope = _rope_dict(f)
+    if rope is None:
+        return None
+    name = "rope_scaling" if "rope_scaling" in f.raw else "rope_parameters"
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in _ROPE_TYPES:
+        f.fail(name, f"has unsupported rope_type (supported: {_ROPE_TYPES})", rope_type)
+    needed = _LLAMA3_ROPE_KEYS if rope_type == "llama3" else ("factor",) * (rope_type == "linear")
+    for key in needed:
+        value = rope.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            f.fail(f"{name}.{key}", f"must be a positive number for rope_type {rope_type!r}", value)
+    if rope_type == "default":
+        return None
+    return {"rope_type": rope_type, **{k: rope[k] for k in needed}}
