@@ -4,6 +4,9 @@
     python benchmarks/regress_matrix.py [--out results/regress/latest] [--suite sim]
     python -m metrics.compare results/regress/latest results/baselines
 
+Suite `torch`: the real engine on tiny_llama, as ratios to a dense forward measured in
+the same process (benchmarks/torch_regress.py).
+
 Suite `sim`: unified, unified_chunked, disagg and semipd on Llama-3-8B / A100-80GB, on the
 ShareGPT-like and LongBench-like workloads at a light and a loaded per-GPU rate each,
 500 requests (enough to fill the semi-PD controller's 400-request window once, so its
@@ -74,7 +77,9 @@ SIM_ENGINES = ("unified", "unified_chunked", "disagg", "semipd")
 SIM_WORKLOADS = (("sharegpt", "llama3_8b_sharegpt_tight", (10.0, 20.0)),
                  ("longbench", "llama3_8b_longbench_tight", (0.5, 1.0)))
 SIM_MATRIX = tuple(MatrixEntry(e, w, r, slo) for w, slo, rates in SIM_WORKLOADS for r in rates for e in SIM_ENGINES)
-SUITES: dict[str, tuple[MatrixEntry, ...]] = {"sim": SIM_MATRIX}
+SUITES: dict[str, tuple[MatrixEntry, ...]] = {"sim": SIM_MATRIX, "torch": ()}
+# Suite `torch` is one measurement, not a harness run: benchmarks/torch_regress.py.
+TORCH_RUN = "torch_tiny_llama_offline"
 
 
 def compose_config(overrides: Sequence[str]) -> tuple[RunConfig, str]:
@@ -127,8 +132,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Every run would warn that the ShareGPT/LongBench files are absent: the matrix uses the
     # synthetic fallbacks on purpose (summary.json records `workload_source`).
     logging.getLogger("workloads.sources").setLevel(logging.ERROR)
-    entries = [e for s in (args.suite or sorted(SUITES)) for e in SUITES[s]]
+    suites = args.suite or sorted(SUITES)
+    entries = [e for s in suites for e in SUITES[s]]
     run_matrix(entries, args.out)
+    if "torch" in suites:
+        import torch_regress  # imports torch: only when the real engine is measured
+        t0 = time.perf_counter()
+        torch_regress.write_run(args.out / TORCH_RUN, repeats=5)
+        print(f"[torch] {TORCH_RUN:<32} {time.perf_counter() - t0:5.2f} s")
 
 
 if __name__ == "__main__":
