@@ -114,22 +114,26 @@ def offline_run(executor: TorchExecutor, seed: int = 0) -> dict[str, float]:
 
 
 def measure(repeats: int = 3) -> dict[str, float]:
-    """Medians over `repeats` (reference, offline run) pairs, interleaved so that a noisy
-    stretch of the machine hits both sides."""
+    """Medians over `repeats` offline runs, each bracketed by reference measurements: the
+    ratios are taken per run against the mean of the reference just before and just after
+    it, so a change in machine load between runs cancels out as far as possible."""
     executor = make_executor()
     offline_run(executor)  # warm-up: allocator, oneDNN primitives
-    refs, runs = [], []
+    ref_before = reference_dense_s(executor)
+    runs = []
     for i in range(repeats):
-        refs.append(reference_dense_s(executor))
-        runs.append(offline_run(executor, seed=i))
-    ref = statistics.median(refs)
+        run = offline_run(executor, seed=i)
+        ref_after = reference_dense_s(executor)
+        ref = 0.5 * (ref_before + ref_after)
+        run |= {"reference_dense_s": ref, "decode_step_ratio": run["decode_step_s"] / ref,
+                "prefill_step_ratio": run["prefill_step_s"] / ref, "throughput_ratio": run["output_tok_s"] * ref}
+        runs.append(run)
+        ref_before = ref_after
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    return {"reference_dense_s": ref, "output_throughput_tok_s": med["output_tok_s"],
+    return {"reference_dense_s": med["reference_dense_s"], "output_throughput_tok_s": med["output_tok_s"],
             "decode_step_s": med["decode_step_s"], "prefill_step_s": med["prefill_step_s"],
-            "offline_wall_s": med["wall_s"],
-            "decode_step_ratio": med["decode_step_s"] / ref,
-            "prefill_step_ratio": med["prefill_step_s"] / ref,
-            "throughput_ratio": med["output_tok_s"] * ref}
+            "offline_wall_s": med["wall_s"], "decode_step_ratio": med["decode_step_ratio"],
+            "prefill_step_ratio": med["prefill_step_ratio"], "throughput_ratio": med["throughput_ratio"]}
 
 
 def write_run(out_dir: Path, repeats: int = 3) -> Path:

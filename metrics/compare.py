@@ -89,7 +89,7 @@ class Rule:
 DEFAULT_RULES = {
     "sim": (Rule(),),
     "torch": (Rule("decode_step_ratio", "ratio", max_change=0.2, direction="lower_is_better"),
-              Rule("prefill_step_ratio", "ratio", max_change=0.25, direction="lower_is_better"),
+              Rule("prefill_step_ratio", "ratio", max_change=0.3, direction="lower_is_better"),
               Rule("throughput_ratio", "ratio", max_change=0.2, direction="higher_is_better"),
               Rule(kind="info")),
 }
