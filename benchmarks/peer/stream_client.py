@@ -126,8 +126,21 @@ async def run_requests(port: int, model: str, requests: list[tuple[int, float, l
                    "temperature": 0.0, "stream": True, "return_token_ids": True}
         await stream_completion(port, payload, res, t0, timeout_s)
 
+    lags: list[tuple[float, float]] = []  # (time, how late the loop woke): is the CLIENT stalled?
+
+    async def heartbeat(period_s: float = 0.01) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(period_s)
+            lag = time.perf_counter() - t - period_s
+            if lag > 0.05:
+                lags.append((t + period_s - t0, lag))
+
+    beat = asyncio.create_task(heartbeat())
     tasks = [asyncio.create_task(one(res, p, n)) for res, (_, _, p, n) in zip(results, requests)]
     done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+    beat.cancel()
+    run_requests.loop_lags = lags
     for t in pending:
         t.cancel()
     for res in results:
