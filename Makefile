@@ -17,9 +17,15 @@ test: $(STAMP)
 REGRESS_DIR := results/regress/latest
 .PHONY: regress baseline
 
+# Real-engine timings are noisy on a shared machine: a failing check re-measures the real
+# engine once and fails only if the second measurement fails too (simulated runs are
+# deterministic, so a simulated change fails both times).
 regress: $(STAMP)
 	$(BIN)/python benchmarks/regress_matrix.py --out $(REGRESS_DIR)
-	$(BIN)/python -m metrics.compare $(REGRESS_DIR) results/baselines
+	$(BIN)/python -m metrics.compare $(REGRESS_DIR) results/baselines || { \
+	  echo "re-measuring the real engine once ..."; \
+	  $(BIN)/python benchmarks/torch_regress.py --out $(REGRESS_DIR) --repeats 5 > /dev/null && \
+	  $(BIN)/python -m metrics.compare $(REGRESS_DIR) results/baselines; }
 
 baseline: $(STAMP)
 	$(BIN)/python benchmarks/regress_matrix.py --out $(REGRESS_DIR)

@@ -51,7 +51,7 @@ def _install(worker):
     found = collections.Counter()
     for name, mod in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
-        category = "_forward_total" if name == "model" else _LEAF.get(leaf)
+        category = _LEAF.get(leaf) if name else None
         if category:
             hook(mod, category)
             found[category] += 1
@@ -74,6 +74,10 @@ def _install(worker):
         setattr(obj, attr, wrapper)
         found[category] += 1
 
+    # The decoder (model.model) is wrapped by vLLM's compile decorator, whose __call__
+    # skips module hooks, so time the top-level forward (LlamaForCausalLM.forward: the
+    # decoder, not the logits) through an instance attribute instead.
+    wrap(model, "forward", "_forward_total")
     wrap(runner, "execute_model", "_execute_model")
     wrap(runner, "sample_tokens", "_sample_tokens")
     wrap(runner, "_prepare_inputs", "prepare_inputs")
