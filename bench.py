@@ -14,9 +14,10 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from harness.config import RunConfig
-from harness.errors import USER_ERRORS
+from harness.errors import USER_ERRORS, config_conversion_error, nothing_served_error
 from harness.run import run
 from metrics.results import format_summary_table
 
@@ -28,14 +29,24 @@ log = logging.getLogger("bench")
 def main(dcfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        cfg: RunConfig = OmegaConf.to_object(dcfg)
-        summary = run(cfg, run_dir, config_yaml=OmegaConf.to_yaml(dcfg, resolve=True))
+        summary = run(_run_config(dcfg), run_dir, config_yaml=OmegaConf.to_yaml(dcfg, resolve=True)).summary
+        print(format_summary_table(summary))
+        print(f"results: {run_dir}")
+        error = nothing_served_error(summary, run_dir)
+        if error is not None:
+            raise error
     except USER_ERRORS as err:
-        # A user mistake (bad file, option or size): one clear paragraph, no traceback.
+        # A user mistake (bad option, file or size; nothing servable): one clear paragraph,
+        # no traceback, exit 2. Anything else is a bug: Hydra prints its traceback, exit 1.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print(format_summary_table(summary))
-    print(f"results: {run_dir}")
+
+
+def _run_config(dcfg: DictConfig) -> RunConfig:
+    try:
+        return OmegaConf.to_object(dcfg)
+    except OmegaConfBaseException as err:  # only this conversion: later OmegaConf errors are bugs
+        raise config_conversion_error(err) from None
 
 
 if __name__ == "__main__":

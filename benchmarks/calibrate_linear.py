@@ -1,6 +1,6 @@
 """Calibrate the cost model's GEMM, elementwise and all-reduce constants on Vidur profiles.
 
-Usage: python benchmarks/calibrate_linear.py [--profiles PATH] [--out CSV]
+Usage: python benchmarks/calibrate_linear.py --profiles PATH [--out CSV]
 
 Data: Vidur's measured per-layer operator times (microsoft/vidur, MIT), A100-80GB and
 H100, Llama-2-7b / Llama-2-70b / CodeLlama-34b, TP 1/2/4/8, 1-4096 tokens (fp16).
@@ -187,10 +187,15 @@ def summarise(pred: pd.DataFrame) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profiles", type=Path, default=REPO.parent / "shared/data/vidur-profiles")
+    ap.add_argument("--profiles", type=Path, required=True,
+                    help="Vidur's profiling data directory (microsoft/vidur `data/profiling`: "
+                         "compute/<gpu>/<model>/mlp.csv and network/.../all_reduce.csv)")
     ap.add_argument("--out", type=Path, default=REPO / "results/calibration/linear.csv")
     args = ap.parse_args()
     preds = []
+    if not (args.profiles / "compute").is_dir():
+        raise SystemExit(f"error: --profiles {args.profiles}: no compute/ directory (expected Vidur's "
+                         "data/profiling layout: compute/<gpu>/<model>/mlp.csv)")
     for gpu, hw_name in GPUS.items():
         df = load_rows(args.profiles, gpu)
         hw = fit_gemm(df[df.k.notna()], get_hardware(hw_name))

@@ -4,8 +4,8 @@
     python benchmarks/regress_matrix.py [--out results/regress/latest] [--suite sim]
     python -m metrics.compare results/regress/latest results/baselines
 
-Suite `torch`: the real engine on tiny_llama, as ratios to a dense forward measured in
-the same process (benchmarks/torch_regress.py).
+The real engine is not in this matrix: its timings are gated as an A/B against the baseline
+commit measured in the same run (benchmarks/torch_ab.py; `make regress` runs both).
 
 Suite `sim`: unified, unified_chunked, disagg and semipd on Llama-3-8B / A100-80GB, on the
 ShareGPT-like and LongBench-like workloads at a light and a loaded per-GPU rate each,
@@ -77,9 +77,7 @@ SIM_ENGINES = ("unified", "unified_chunked", "disagg", "semipd")
 SIM_WORKLOADS = (("sharegpt", "llama3_8b_sharegpt_tight", (10.0, 20.0)),
                  ("longbench", "llama3_8b_longbench_tight", (0.5, 1.0)))
 SIM_MATRIX = tuple(MatrixEntry(e, w, r, slo) for w, slo, rates in SIM_WORKLOADS for r in rates for e in SIM_ENGINES)
-SUITES: dict[str, tuple[MatrixEntry, ...]] = {"sim": SIM_MATRIX, "torch": ()}
-# Suite `torch` is one measurement, not a harness run: benchmarks/torch_regress.py.
-TORCH_RUN = "torch_tiny_llama_offline"
+SUITES: dict[str, tuple[MatrixEntry, ...]] = {"sim": SIM_MATRIX}
 
 
 def compose_config(overrides: Sequence[str]) -> tuple[RunConfig, str]:
@@ -135,11 +133,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     suites = args.suite or sorted(SUITES)
     entries = [e for s in suites for e in SUITES[s]]
     run_matrix(entries, args.out)
-    if "torch" in suites:
-        import torch_regress  # imports torch: only when the real engine is measured
-        t0 = time.perf_counter()
-        torch_regress.write_run(args.out / TORCH_RUN, repeats=5)
-        print(f"[torch] {TORCH_RUN:<32} {time.perf_counter() - t0:5.2f} s")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Usage: python benchmarks/share_model_check.py [--model llama3_8b] [--hardware a1
 For typical decode and prefill steps it prints, at SM shares 30-100 %, the slowdown
 (step time at the share / step time at 100 %) of the roofline share model and of the
 measured curves (semi-PD DynamicPartitioner: scale_tpot for decode, scale_latency for
-prefill, normalised to 1 at 100 %; reference/semipd.md section 3), with the error; then
+prefill, normalised to 1 at 100 %; DynamicPartitioner.replan in github.com/infinigence/Semi-PD,
+branch distserve_base, distserve/single_stage_engine.py), with the error; then
 the worst error per candidate bandwidth-saturation share.
 """
 from __future__ import annotations

@@ -3,22 +3,14 @@
 One pool can be shared by several schedulers (semi-PD's prefill and decode workers
 address ONE pool). Every public method leaves the pool consistent, so
 "query free space -> take blocks -> update usage" is one call (`allocate`) and two
-callers cannot race on it (the write-after-read hazard of semipd.md section 2).
+callers cannot race on it (the write-after-read hazard that semi-PD's unified memory
+manager avoids, arXiv 2504.19867).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class OutOfBlocks(Exception):
     """Raised by `allocate` when the pool cannot satisfy a request; nothing is taken."""
-
-
-@dataclass
-class PoolStats:
-    num_blocks: int
-    num_free_blocks: int
-    peak_used_blocks: int
 
 
 class BlockPool:
@@ -105,6 +97,3 @@ class BlockPool:
                 for b in table:
                     counts[b] += 1
             assert counts == self._ref_counts, "ref counts disagree with live block tables"
-
-    def stats(self) -> PoolStats:
-        return PoolStats(self.num_blocks, len(self._free), self.peak_used_blocks)

@@ -3,17 +3,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engines.errors import ConfigError, check_choice, check_int, check_number
 from engines.scheduler import SchedulerConfig
 
 DESIGNS = ("unified", "disagg", "semipd", "cluster")
 CONTROLLERS = ("static", "slo_paper", "slo_code")
 CONTENTION_MODELS = ("resources", "proportional")
 KV_LINKS = ("nvlink", "pcie", "network")
+POLICIES = ("vllm", "sglang")
+PREEMPTION_MODES = ("recompute", "swap")
+
+
+@dataclass
+class SGLangConfig:
+    """SGLang v0.4 server arguments used by `policy: sglang` (engines/policy_sglang.py)."""
+
+    max_prefill_tokens: int = 16384    # --max-prefill-tokens default
+    enable_mixed_chunk: bool = False   # --enable-mixed-chunk (off by default)
+    max_running_requests: int | None = None  # None: SGLang's default from the KV pool size
+
+    def validate(self, prefix: str = "engine.sglang") -> None:
+        check_int(f"{prefix}.max_prefill_tokens", self.max_prefill_tokens, 1)
+        check_int(f"{prefix}.max_running_requests", self.max_running_requests, 1, optional=True)
 
 
 @dataclass
 class SemiPDConfig:
-    """semi-PD shares and the partition controller (semipd.md sections 2-3)."""
+    """semi-PD shares and the partition controller (arXiv 2504.19867: computation resource
+    controller, SLO-aware dynamic partitioning)."""
 
     prefill_share_pct: float = 100.0   # x: MPS-style cap on the prefill worker's SMs
     decode_share_pct: float = 100.0    # y: x + y may exceed 100 (then they contend)
@@ -23,10 +40,21 @@ class SemiPDConfig:
     tpot_margin: float = 1.1           # slo_code: TPOT ok iff margin * p_tpot <= SLO
     step_pct: float = 2.0
     max_steps: int = 3
-    floor_pct: float = 80.0            # slo_code: never lower a share below this
+    floor_pct: float = 80.0            # slo_code, slo_paper: never lower a share below this
     min_fit_points: int = 3            # slo_paper: distinct shares before trusting the Eq. 4 fit
     switch_delay_s: float = 0.5        # standby worker start-up (the code polls every 0.5 s)
     contention: str = "resources"      # resources | proportional (semipd/engine.py)
+
+    def validate(self, prefix: str = "engine.semipd") -> None:
+        check_choice(f"{prefix}.controller", self.controller, CONTROLLERS)
+        check_choice(f"{prefix}.contention", self.contention, CONTENTION_MODELS)
+        for key in ("prefill_share_pct", "decode_share_pct", "percentile", "step_pct", "floor_pct"):
+            check_number(f"{prefix}.{key}", getattr(self, key), 0.0, 100.0, lo_open=True)
+        check_int(f"{prefix}.window_requests", self.window_requests, 1)
+        check_int(f"{prefix}.max_steps", self.max_steps, 1)
+        check_int(f"{prefix}.min_fit_points", self.min_fit_points, 2)  # a line needs two points
+        check_number(f"{prefix}.tpot_margin", self.tpot_margin, 0.0, lo_open=True)
+        check_number(f"{prefix}.switch_delay_s", self.switch_delay_s, 0.0)
 
 
 @dataclass
@@ -38,6 +66,11 @@ class ClusterPart:
     num_instances: int = 1
     num_prefill: int = 1
     num_decode: int = 1
+
+    def validate(self, prefix: str) -> None:
+        check_choice(f"{prefix}.design", self.design, DESIGNS[:3])
+        for key in ("num_instances", "num_prefill", "num_decode"):
+            check_int(f"{prefix}.{key}", getattr(self, key), 1)
 
 
 @dataclass
@@ -60,39 +93,52 @@ class EngineConfig:
     num_decode: int = 1                # disagg: decode instances
     kv_link: str = "nvlink"            # disagg: P -> D link (nvlink | pcie | network)
     semipd: SemiPDConfig = field(default_factory=SemiPDConfig)
+    # Scheduling policy of unified workers: vllm (prefill-first or chunked, as above) or
+    # sglang (SGLang v0.4's separate prefill/decode batches; `chunk_size_tokens` is its
+    # chunked_prefill_size).
+    policy: str = "vllm"
+    sglang: SGLangConfig = field(default_factory=SGLangConfig)
+    # What a decode instance does when its KV runs out (disagg): recompute on a prefill
+    # instance, or swap the KV to host memory over PCIe (DistServe's decode stage).
+    preemption: str = "recompute"
     parts: list[ClusterPart] = field(default_factory=list)  # design=cluster only
 
     def validate(self) -> None:
-        if self.design not in DESIGNS:
-            raise ValueError(f"engine.design must be one of {', '.join(DESIGNS)}; got '{self.design}'")
-        if min(self.tp, self.pp, self.block_size_tokens, self.max_num_seqs) < 1:
-            raise ValueError("engine.tp, engine.pp, engine.block_size_tokens and engine.max_num_seqs must be "
-                             f">= 1; got {self.tp}, {self.pp}, {self.block_size_tokens}, {self.max_num_seqs}")
-        if self.design == "cluster":
-            if not self.parts or any(p.design not in DESIGNS[:3] for p in self.parts):
-                raise ValueError("engine.design=cluster needs engine.parts, each with design unified, "
-                                 f"disagg or semipd; got {[p.design for p in self.parts]}")
-        if self.kv_link not in KV_LINKS:
-            raise ValueError(f"engine.kv_link must be one of {', '.join(KV_LINKS)}; got '{self.kv_link}'")
-        if self.semipd.controller not in CONTROLLERS:
-            raise ValueError(f"engine.semipd.controller must be one of {', '.join(CONTROLLERS)}; "
-                             f"got '{self.semipd.controller}'")
-        if self.semipd.contention not in CONTENTION_MODELS:
-            raise ValueError(f"engine.semipd.contention must be one of {', '.join(CONTENTION_MODELS)}; "
-                             f"got '{self.semipd.contention}'")
-        for key in ("prefill_share_pct", "decode_share_pct"):
-            if not 0.0 < getattr(self.semipd, key) <= 100.0:
-                raise ValueError(f"engine.semipd.{key} must be in (0, 100]; got {getattr(self.semipd, key)}")
-        if min(self.num_instances, self.num_prefill, self.num_decode) < 1:
-            raise ValueError("engine.num_instances, num_prefill and num_decode must be >= 1")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError("engine.gpu_memory_utilization must be in (0, 1]; "
-                             f"got {self.gpu_memory_utilization}")
+        """Raise ConfigError naming the first option (engine.*) outside its allowed range."""
+        check_choice("engine.design", self.design, DESIGNS)
+        for key in ("tp", "pp", "block_size_tokens", "max_num_seqs", "chunk_size_tokens",
+                    "num_instances", "num_prefill", "num_decode"):
+            check_int(f"engine.{key}", getattr(self, key), 1)
+        check_int("engine.max_num_batched_tokens", self.max_num_batched_tokens, 1, optional=True)
+        check_number("engine.gpu_memory_utilization", self.gpu_memory_utilization, 0.0, 1.0, lo_open=True)
+        check_choice("engine.kv_link", self.kv_link, KV_LINKS)
+        check_choice("engine.policy", self.policy, POLICIES)
+        if self.policy == "sglang" and self.design != "unified":
+            raise ConfigError("engine.policy", f"vllm with engine.design={self.design} (sglang runs "
+                              "design=unified only)", self.policy)
+        check_choice("engine.preemption", self.preemption, PREEMPTION_MODES)
+        if self.preemption == "swap" and self.design not in ("disagg", "cluster"):
+            raise ConfigError("engine.preemption", f"recompute with engine.design={self.design} (swap "
+                              "applies to disagg decode instances only)", self.preemption)
+        self.sglang.validate()
+        self.semipd.validate()
+        if self.design == "cluster" and not self.parts:
+            raise ConfigError("engine.parts", "a non-empty list of parts with engine.design=cluster", self.parts)
+        for i, part in enumerate(self.parts):
+            part.validate(f"engine.parts[{i}]")
 
-    def scheduler_config(self, max_model_len: int, *, chunked: bool | None = None) -> SchedulerConfig:
-        chunked = self.chunked_prefill if chunked is None else chunked
+    def scheduler_config(self, max_model_len: int, *, role: str = "mixed") -> SchedulerConfig:
+        """The scheduler of one worker; `role` picks what applies to it (the SGLang policy
+        to unified workers, swap preemption to decode workers)."""
+        chunked = self.chunked_prefill
+        sglang = self.policy == "sglang" and role == "mixed"
         budget = self.max_num_batched_tokens
         if budget is None:
-            budget = self.chunk_size_tokens if chunked else max_model_len
+            budget = self.chunk_size_tokens if chunked or sglang else max_model_len
         return SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=self.max_num_seqs,
-                               chunked_prefill=chunked)
+                               chunked_prefill=chunked, policy="sglang" if sglang else "vllm",
+                               max_prefill_tokens=self.sglang.max_prefill_tokens,
+                               mixed_chunk=self.sglang.enable_mixed_chunk,
+                               max_running_requests=self.sglang.max_running_requests,
+                               max_model_len_tokens=max_model_len,
+                               preemption=self.preemption if role == "decode" else "recompute")

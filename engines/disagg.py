@@ -6,6 +6,14 @@ The hand-off: a request whose first token is sampled waits in its decode instanc
 as queueing, Fig. 4 of the semi-PD paper); then the decode blocks are taken and the
 transfer runs for `kv_bytes / bandwidth + latency` without blocking any worker. The
 prefill blocks are freed only when the transfer completes.
+
+When a decode instance runs out of KV it preempts its newest request (DistServe's
+decode stage pops the batch's last request). `engine.preemption=recompute` sends it
+back to a prefill instance; `swap` (DistServe's default, LLMServe/DistServe
+`distserve/decoding_stage_scheduler.py`, `block_manager.py`) copies its KV to host memory
+over the host link and keeps its progress. The swap-out delays the step that needed the
+room (the allocator waits for the copy); swapped requests come back before new arrivals,
+FCFS, taking decode blocks at once and running when the copy back lands.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ from engines.blocks import BlockPool
 from engines.config import EngineConfig
 from engines.engine import Engine
 from engines.loop import Loop
-from engines.plan import Executor
+from engines.plan import Executor, StepPlan, StepResult
 from engines.request import Request
 from engines.scheduler import Scheduler, StepOutcome
 from engines.worker import Worker
@@ -34,9 +42,11 @@ class KVLink:
 
 
 class DisaggEngine(Engine):
-    def __init__(self, *args, link: KVLink, kv_bytes_per_token_per_gpu: float, **kw) -> None:
+    def __init__(self, *args, link: KVLink, kv_bytes_per_token_per_gpu: float,
+                 host_link: KVLink | None = None, **kw) -> None:
         super().__init__(*args, **kw)
         self.link = link
+        self.host_link = host_link  # GPU <-> host memory, for swap preemption
         self.kv_bytes_per_token_per_gpu = kv_bytes_per_token_per_gpu
         self.decoders = [w.scheduler for w in self.workers if w.scheduler.role == "decode"]
         self.prefillers = [w.scheduler for w in self.workers if w.scheduler.role == "prefill"]
@@ -47,8 +57,16 @@ class DisaggEngine(Engine):
         self._incoming: dict[int, tuple[list[int], BlockPool]] = {}
         self.num_transfers = 0
         self.transfer_s_total = 0.0
+        # Swapped-out requests per decode instance (KV in host memory), FCFS.
+        self.swapped: dict[str, deque[Request]] = {d.name: deque() for d in self.decoders}
+        self.num_swap_outs = self.num_swap_ins = 0  # decode steps that swapped out; requests swapped in
+        self.swap_out_s_total = self.swap_in_s_total = 0.0
         for d in self.decoders:
             d.preempt_sink = self._requeue_for_prefill
+            if d.config.preemption == "swap":
+                if host_link is None:
+                    raise ValueError(f"{self.name}: engine.preemption=swap needs a host link to cost the copies")
+                d.swap_sink = self.swapped[d.name].append
 
     def _on_outcome(self, worker: Worker, outcome: StepOutcome) -> None:
         for req in outcome.handed_off:
@@ -61,8 +79,44 @@ class DisaggEngine(Engine):
         self._start_transfers()  # every event may have freed decode blocks
         super().kick()
 
+    def _schedule_step_end(self, worker: Worker, plan: StepPlan, result: StepResult, start_s: float) -> None:
+        """A decode step that swapped requests out waits for the copies to host memory."""
+        tokens = worker.scheduler.swapped_out_tokens
+        if tokens:
+            worker.scheduler.swapped_out_tokens = 0
+            swap_s = self.host_link.transfer_s(tokens * self.kv_bytes_per_token_per_gpu)
+            self.num_swap_outs += 1
+            self.swap_out_s_total += swap_s
+            result = StepResult(result.duration_s + swap_s, result.sampled_token_ids)
+        super()._schedule_step_end(worker, plan, result, start_s)
+
+    def _swap_in(self, dec: Scheduler) -> bool:
+        """Bring swapped requests back (FCFS, before new arrivals); False if the head must wait."""
+        queue = self.swapped[dec.name]
+        while queue:
+            req = queue[0]
+            need = dec.pool.blocks_for_tokens(req.num_computed_tokens + 1)
+            if not dec.pool.can_allocate(need):
+                return False
+            queue.popleft()
+            blocks = dec.pool.allocate(need)
+            duration_s = self.host_link.transfer_s(req.num_computed_tokens * self.kv_bytes_per_token_per_gpu)
+            self._incoming[req.id] = (blocks, dec.pool)
+            self.num_swap_ins += 1
+            self.swap_in_s_total += duration_s
+            self.loop.at(self.loop.now_s + duration_s, lambda r=req, b=blocks: self._swap_in_done(r, dec, b))
+        return True
+
+    def _swap_in_done(self, req: Request, dec: Scheduler, blocks: list[int]) -> None:
+        del self._incoming[req.id]
+        req.block_ids[:] = blocks
+        dec.add_running(req)
+        self.kick()
+
     def _start_transfers(self) -> None:
         for dec in self.decoders:
+            if not self._swap_in(dec):
+                continue  # swapped requests go first, as in DistServe's get_next_batch
             queue = self.pending[dec.name]
             while queue:  # FCFS: the head blocks the rest, as in DistServe's decode admission
                 req = queue[0]
@@ -99,14 +153,19 @@ class DisaggEngine(Engine):
         tables += [blocks for blocks, p in self._incoming.values() if p is pool]
         return tables
 
+    def has_swapped(self) -> bool:
+        return any(self.swapped.values())
+
     def transfer_stats(self) -> dict[str, float]:
         return {"num_kv_transfers": self.num_transfers, "kv_transfer_s_total": self.transfer_s_total,
-                "kv_link": self.link.name, "kv_link_bandwidth_bytes_s": self.link.bandwidth_bytes_s}
+                "kv_link": self.link.name, "kv_link_bandwidth_bytes_s": self.link.bandwidth_bytes_s,
+                "num_swap_outs": self.num_swap_outs, "num_swap_ins": self.num_swap_ins,
+                "swap_out_s_total": self.swap_out_s_total, "swap_in_s_total": self.swap_in_s_total}
 
 
 def build_disagg(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], Executor],
                  num_kv_blocks: int, max_model_len: int, link: KVLink,
-                 kv_bytes_per_token_per_gpu: float) -> DisaggEngine:
+                 kv_bytes_per_token_per_gpu: float, host_link: KVLink | None = None) -> DisaggEngine:
     """`cfg.num_prefill` prefill and `cfg.num_decode` decode instances, each a TP group of
     `cfg.tp` GPUs with its own weights and a pool of `num_kv_blocks`."""
     workers, pools = [], []
@@ -114,9 +173,9 @@ def build_disagg(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
     for device, (role, i) in enumerate(roles):
         name = f"{role}{i}"
         pool = BlockPool(num_kv_blocks, cfg.block_size_tokens, name=f"kv_{name}")
-        sched = Scheduler(cfg.scheduler_config(max_model_len), pool, role=role, name=name)
+        sched = Scheduler(cfg.scheduler_config(max_model_len, role=role), pool, role=role, name=name)
         workers.append(Worker(name, sched, make_executor(), device=device))
         pools.append(pool)
     return DisaggEngine(cfg.name, workers=workers, pools=pools, loop=loop,
                         num_gpus=len(roles) * cfg.tp * cfg.pp, max_model_len=max_model_len, num_weight_copies=len(roles),
-                        link=link, kv_bytes_per_token_per_gpu=kv_bytes_per_token_per_gpu)
+                        link=link, kv_bytes_per_token_per_gpu=kv_bytes_per_token_per_gpu, host_link=host_link)

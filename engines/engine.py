@@ -101,9 +101,6 @@ class Engine:
                 tables.extend(r.block_ids for r in w.scheduler.running if r.block_ids)
         return tables
 
-    def kv_usage(self) -> dict[str, float]:
-        return {p.name: p.num_used_blocks / p.num_blocks for p in self.pools}
-
 
 class KVUsageTracker:
     """Peak and time-averaged use of each pool, plus a thinned time series (Fig. 3).

@@ -42,6 +42,10 @@ class Request:
     finish_s: float | None = None
     num_preemptions: int = 0
     reject_reason: str = ""
+    # Sampled ids that end the request early: the model's EOS ids unless the run ignores
+    # EOS (vLLM's SamplingParams.ignore_eos). Empty: it runs to output_len.
+    stop_token_ids: frozenset[int] = frozenset()
+    finish_reason: str = ""  # once FINISHED: "length" (output_len reached) or "stop" (a stop id)
 
     @classmethod
     def from_spec(cls, spec: RequestSpec) -> "Request":
@@ -57,18 +61,22 @@ class Request:
     def num_pending_tokens(self) -> int:
         return self.num_tokens - self.num_computed_tokens
 
-    @property
-    def is_prefill(self) -> bool:
-        """True until the first output token exists; after a preemption, also while recomputing."""
-        return self.num_pending_tokens > 1 or self.num_output_tokens == 0
-
-    @property
-    def first_token_s(self) -> float | None:
-        return self.token_times_s[0] if self.token_times_s else None
-
-    @property
-    def is_done(self) -> bool:
-        return self.num_output_tokens >= self.output_len
+    def append_output_token(self, token_id: int | None, now_s: float) -> bool:
+        """Record one sampled output token at `now_s` (`token_id` None: an executor that makes
+        no tokens); True if it ends the request, with `finish_reason` set. A stop token counts
+        as an output token, as vLLM counts EOS (vllm/v1/core/sched/utils.py, check_stop)."""
+        if token_id is not None and self.token_ids is not None:
+            self.token_ids.append(token_id)
+        self.num_output_tokens += 1
+        self.token_times_s.append(now_s)
+        if self.num_output_tokens == 1:
+            self.prefill_done_s = now_s
+        # vLLM's order: reaching the length cap wins over a stop token sampled at the cap.
+        if self.num_output_tokens >= self.output_len:
+            self.finish_reason = "length"
+        elif token_id is not None and token_id in self.stop_token_ids:
+            self.finish_reason = "stop"
+        return bool(self.finish_reason)
 
     def reject(self, reason: str, now_s: float) -> None:
         self.status = Status.REJECTED

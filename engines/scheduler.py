@@ -7,8 +7,14 @@ after a recompute-style preemption. No phase-specific code paths beyond two poli
 
 - `prefill_first` (vLLM <= 0.6 default, "vLLM-D"): if waiting requests can be admitted,
   the step is prefill-only with whole prompts; otherwise it is a decode step.
-- chunked (`chunked_prefill=True`, "vLLM-S"/SGLang): running requests first (decodes and
+- chunked (`chunked_prefill=True`, "vLLM-S"): running requests first (decodes and
   unfinished chunks), then new prompts fill the remaining budget, split into chunks.
+- `policy="sglang"` (SGLang v0.4 default, engines/policy_sglang.py): prefill batches and
+  decode steps alternate, a prefill that fits goes first, KV admission is a reservation.
+
+Preemption when KV runs out: `recompute` drops the KV (vLLM, SGLang); `swap` (DistServe's
+decode stage) moves it to host memory, keeping the progress: the request goes to
+`swap_sink` and the tokens moved are counted in `swapped_out_tokens` for the engine to cost.
 
 The role filter makes the same scheduler serve disaggregated and semi-PD workers:
 `prefill` workers hand a request off when its first token is sampled; `decode` workers
@@ -21,10 +27,13 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from engines.blocks import BlockPool
+from engines.policy_sglang import SGLangPolicy, default_max_running_requests
 from engines.plan import ScheduledSeq, StepPlan, StepResult
 from engines.request import Request, Status
 
 Role = Literal["mixed", "prefill", "decode"]
+POLICIES = ("vllm", "sglang")
+PREEMPTION_MODES = ("recompute", "swap")
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,25 @@ class SchedulerConfig:
     # Admission keeps this fraction of the pool free for running requests to grow into,
     # so a new prefill does not immediately force a preemption (vLLM's watermark, 1 %).
     watermark: float = 0.01
+    policy: str = "vllm"               # vllm | sglang (then max_num_batched_tokens = chunk size)
+    max_prefill_tokens: int = 16384    # sglang: input tokens per prefill batch
+    mixed_chunk: bool = False          # sglang: --enable-mixed-chunk
+    # sglang: max_running_requests; None derives SGLang's default from the pool and context.
+    max_running_requests: int | None = None
+    max_model_len_tokens: int = 0      # the model's context (sglang's default above needs it)
+    preemption: str = "recompute"      # recompute | swap (swap: decode role only)
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens <= 0 or self.max_num_seqs <= 0:
             raise ValueError("scheduler: max_num_batched_tokens and max_num_seqs must be > 0, got "
                              f"{self.max_num_batched_tokens} and {self.max_num_seqs}")
+        if self.policy not in POLICIES or self.preemption not in PREEMPTION_MODES:
+            raise ValueError(f"scheduler: policy must be one of {POLICIES} and preemption one of "
+                             f"{PREEMPTION_MODES}; got '{self.policy}' and '{self.preemption}'")
+        if self.max_prefill_tokens <= 0 or (self.max_running_requests is not None
+                                            and self.max_running_requests <= 0):
+            raise ValueError("scheduler: max_prefill_tokens and max_running_requests must be > 0; got "
+                             f"{self.max_prefill_tokens} and {self.max_running_requests}")
 
 
 @dataclass
@@ -63,6 +86,19 @@ class Scheduler:
         # A decode-role scheduler gets a sink that routes them to a prefill worker.
         self.preempt_sink: Callable[[Request], None] | None = None
         self.num_preemptions = 0
+        # Swap preemption: where swapped-out requests go, and the KV tokens moved to host
+        # memory since the engine last took the count (it costs them over the host link).
+        self.swap_sink: Callable[[Request], None] | None = None
+        self.swapped_out_tokens = 0
+        if config.preemption == "swap" and role != "decode":
+            raise ValueError(f"scheduler '{name}': preemption=swap is modelled for decode workers "
+                             f"(DistServe's decode stage) only, not role '{role}'")
+        self.sglang: SGLangPolicy | None = None
+        if config.policy == "sglang":
+            if role != "mixed":
+                raise ValueError(f"scheduler '{name}': policy=sglang schedules a unified (mixed) "
+                                 f"worker, not role '{role}'")
+            self.sglang = SGLangPolicy(self, self._sglang_max_running())
 
     # ----- intake -------------------------------------------------------------------
     def rejection_reason(self, req: Request) -> str | None:
@@ -73,7 +109,7 @@ class Scheduler:
         if need_blocks > usable_blocks:
             return (f"needs {need_blocks} KV blocks for {total_tokens} tokens but pool "
                     f"'{self.pool.name}' has {usable_blocks} usable")
-        if not self.config.chunked_prefill and self.role != "decode" \
+        if not self.config.chunked_prefill and self.sglang is None and self.role != "decode" \
                 and total_tokens > self.config.max_num_batched_tokens:
             return (f"{total_tokens} tokens exceed max_num_batched_tokens="
                     f"{self.config.max_num_batched_tokens} without chunked prefill")
@@ -100,7 +136,9 @@ class Scheduler:
         """Decide the next step, taking KV blocks for it; None if nothing can run now."""
         budget = self.config.max_num_batched_tokens
         scheduled: list[tuple[Request, int]] = []
-        if self.role == "decode":
+        if self.sglang is not None:
+            scheduled = self.sglang.schedule(now_s)
+        elif self.role == "decode":
             self._schedule_running(budget, scheduled)
         elif self.config.chunked_prefill:
             budget = self._schedule_running(budget, scheduled)
@@ -154,15 +192,31 @@ class Scheduler:
             out.append((req, n))
             budget -= n
 
+    def _sglang_max_running(self) -> int:
+        if self.config.max_running_requests is not None:
+            return self.config.max_running_requests
+        if self.config.max_model_len_tokens <= 0:
+            raise ValueError(f"scheduler '{self.name}': policy=sglang without max_running_requests "
+                             "needs max_model_len_tokens to derive SGLang's default")
+        return default_max_running_requests(self.pool.num_blocks * self.pool.block_size_tokens,
+                                            self.config.max_model_len_tokens)
+
     def _preempt(self, req: Request) -> None:
-        """Recompute-style preemption: drop the KV, keep the generated tokens."""
+        """Recompute-style preemption: drop the KV, keep the generated tokens. Swap-style:
+        the KV goes to host memory (the engine costs the copy), the progress is kept."""
         self.running.remove(req)
         self.pool.free(req.block_ids)
         req.block_ids.clear()
-        req.num_computed_tokens = 0
         req.num_preemptions += 1
         req.status = Status.WAITING
         self.num_preemptions += 1
+        if self.config.preemption == "swap":
+            if self.swap_sink is None:
+                raise RuntimeError(f"scheduler '{self.name}': preemption=swap needs an engine swap_sink")
+            self.swapped_out_tokens += req.num_computed_tokens
+            self.swap_sink(req)
+            return
+        req.num_computed_tokens = 0
         if self.preempt_sink is not None:
             self.preempt_sink(req)
         else:
@@ -194,16 +248,13 @@ class Scheduler:
             req.num_computed_tokens += seq.num_new_tokens
             if not seq.samples:
                 continue
-            if tokens is not None and req.token_ids is not None:
-                req.token_ids.append(tokens[k])
+            token = tokens[k] if tokens is not None else None
             k += 1
-            req.num_output_tokens += 1
-            req.token_times_s.append(now_s)
-            if req.num_output_tokens == 1:
-                req.prefill_done_s = now_s
-            if req.num_output_tokens >= req.output_len:
+            if req.append_output_token(token, now_s):  # output_len reached, or a stop (EOS) id
                 self._finish(req, now_s)
                 outcome.finished.append(req)
+                if self.sglang is not None:
+                    self.sglang.on_finished()
             elif self.role == "prefill":
                 outcome.handed_off.append(req)
                 req.status = Status.TRANSFERRING

@@ -8,6 +8,7 @@ from engines.cluster import ClusterEngine
 from engines.config import EngineConfig
 from engines.disagg import KVLink, build_disagg
 from engines.engine import Engine
+from engines.errors import ConfigError
 from engines.loop import Loop
 from engines.plan import Executor
 from engines.unified import build_unified
@@ -21,7 +22,7 @@ from sim.specs import HardwareSpec, get_hardware, get_model
 
 # One direction, per GPU. PCIe 4.0 x16 ~25 GB/s usable (A100/A800), PCIe 5.0 ~50 GB/s
 # (H100/H200); between nodes the semi-PD 405B setup has 200 Gbit/s = 25 GB/s
-# (hardware-and-models.md).
+# (arXiv 2504.19867, evaluation setup). PCIe raw per direction, x16: 31.5 GB/s (4.0), 63 GB/s (5.0).
 _PCIE_BYTES_S = {"a100_40g": 25e9, "a100_80g": 25e9, "a800_80g": 25e9, "h100_80g": 50e9, "h200_141g": 50e9}
 _NETWORK_BYTES_S = 25e9
 _PCIE_LATENCY_S = 10e-6
@@ -54,11 +55,12 @@ def _build_torch(cfg: RunConfig, loop: Loop) -> Engine:
     """The real model in this process: one worker, so only the unified design (semi-PD and
     disaggregation need one process per worker, not built yet)."""
     eng, ex = cfg.engine, cfg.executor
-    if eng.design != "unified" or eng.num_instances != 1 or eng.tp != 1 or eng.pp != 1:
-        raise ValueError(f"executor=torch runs engine.design=unified with one instance, tp=1, pp=1 "
-                         f"(got design={eng.design}, num_instances={eng.num_instances}, tp={eng.tp}, "
-                         f"pp={eng.pp}); semi-PD and disaggregation need one process per worker, "
-                         "which the real executor does not have yet: use executor=sim for them")
+    for option, value, wanted in (("engine.design", eng.design, "unified"), ("engine.num_instances",
+                                  eng.num_instances, 1), ("engine.tp", eng.tp, 1), ("engine.pp", eng.pp, 1)):
+        if value != wanted:
+            raise ConfigError(option, f"{wanted} with executor=torch (semi-PD, disaggregation and parallel "
+                              "layouts need one process per worker, which the real executor does not have "
+                              "yet: use executor=sim for them)", value)
     from engines.torch import runtime  # torch is imported only for real runs
     setup = runtime.prepare(cfg.model.name, cfg.model.checkpoint, device=ex.device, dtype=ex.dtype,
                             block_size=eng.block_size_tokens, kv_cache_bytes=ex.kv_cache_bytes,
@@ -68,6 +70,7 @@ def _build_torch(cfg: RunConfig, loop: Loop) -> Engine:
     engine = build_unified(eng, loop=loop, make_executor=lambda: executor, num_kv_blocks=setup.num_blocks,
                            max_model_len=setup.config.max_position_embeddings)
     engine.vocab_size = setup.config.vocab_size
+    engine.eos_token_ids = setup.config.eos_token_ids  # stop ids unless executor.ignore_eos
     return engine
 
 
@@ -98,5 +101,7 @@ def _build_one(cfg: RunConfig, eng: EngineConfig, loop: Loop) -> Engine:
         return build_unified(eng, num_instances=eng.num_instances, **common)
     if eng.design == "disagg":
         per_token = kv_bytes_per_block_per_gpu(model, eng.tp, 1, pp)
-        return build_disagg(eng, link=kv_link(eng.kv_link, hw), kv_bytes_per_token_per_gpu=per_token, **common)
+        # Swap preemption copies KV between a decode GPU and host memory over PCIe.
+        return build_disagg(eng, link=kv_link(eng.kv_link, hw), kv_bytes_per_token_per_gpu=per_token,
+                            host_link=kv_link("pcie", hw), **common)
     return build_semipd(eng, slo=SLO(cfg.slo.ttft_s, cfg.slo.tpot_s), **common)

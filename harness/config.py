@@ -3,15 +3,22 @@ plain Python. Hydra's DictConfig is converted to these dataclasses at the edge
 (`OmegaConf.to_object`), so nothing below bench.py sees Hydra."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from engines.config import EngineConfig
+from engines.errors import ConfigError, check_choice, check_int, check_number
+from sim.share_model import SHARE_MODELS
+from sim.specs import HARDWARE, MODELS
 from workloads.config import WorkloadConfig
 
 EXECUTORS = ("sim", "torch")
-SHARE_MODELS = ("roofline", "measured")
 TPOT_DEFINITIONS = ("vllm", "per_output_token")
 RATE_UNITS = ("gpu", "instance")
+# The torch executor's dtypes (engines/torch/runtime.py; a test keeps the two equal, as
+# this module must not import torch) and devices: torch.device strings it supports.
+TORCH_DTYPES = ("bfloat16", "float32", "float16")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -33,16 +40,34 @@ class ExecutorConfig:
     dtype: str = "bfloat16"          # torch
     num_threads: int | None = None   # torch: None = all cores
     temperature: float = 0.0         # torch: 0 = greedy
-    ignore_eos: bool = True          # torch: force output_len (benchmark semantics)
+    # torch: true = run every request to its output_len (vLLM's benchmarks); false = a
+    # sampled EOS ends it (requests.csv: finish_reason=stop). No effect with sim (no tokens).
+    ignore_eos: bool = True
     kv_cache_bytes: int | None = None  # torch: KV budget; None = from hardware memory
+
+    def validate(self) -> None:
+        check_choice("executor.name", self.name, EXECUTORS)
+        check_choice("executor.share_model", self.share_model, tuple(SHARE_MODELS))
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ConfigError("executor.device", "cpu, cuda or cuda:<index>", self.device)
+        check_choice("executor.dtype", self.dtype, TORCH_DTYPES)
+        check_int("executor.num_threads", self.num_threads, 1, optional=True)
+        check_number("executor.temperature", self.temperature, 0.0)
+        check_int("executor.kv_cache_bytes", self.kv_cache_bytes, 1, optional=True)
 
 
 @dataclass
 class SLOConfig:
     name: str = "default"
-    ttft_s: float = 0.5              # semi-PD code defaults (semipd.md section 3)
+    ttft_s: float = 0.5              # semi-PD code defaults (TTFT_SLO, TPOT_SLO in Semi-PD's distserve/single_stage_engine.py)
     tpot_s: float = 0.1
     tpot_definition: str = "vllm"    # vllm: (e2e-ttft)/(n-1); per_output_token: (e2e-ttft)/n
+
+    def validate(self) -> None:
+        # nan would pass a `<= 0` test and make every request miss (attainment 0 %).
+        check_number("slo.ttft_s", self.ttft_s, 0.0, lo_open=True)
+        check_number("slo.tpot_s", self.tpot_s, 0.0, lo_open=True)
+        check_choice("slo.tpot_definition", self.tpot_definition, TPOT_DEFINITIONS)
 
 
 @dataclass
@@ -62,20 +87,41 @@ class RunConfig:
     progress: bool = True            # progress bar on long runs
     plots: bool = True
     check_integrity: bool = False    # check KV pools' invariants after every step (slow)
-    # token_times.csv (every token's time, for per-request ITLs in exports): None = only
-    # for real executors (a simulated run can be replayed exactly instead; ~2 MB/1000 req)
+    # token_times.csv: every output token's time, which per-request ITLs need (e.g. the
+    # vLLM export, metrics/export_vllm.py). None = real executors only: it is ~2 MB per 1000
+    # ShareGPT requests, too much for every point of a simulated sweep.
     save_token_times: bool | None = None
 
     def validate(self) -> None:
+        """Raise ConfigError naming the first option outside its allowed range. The
+        workload is validated when it is built (workloads.config.validate_config)."""
         self.engine.validate()
-        _one_of("executor.name", self.executor.name, EXECUTORS)
-        _one_of("rate_unit", self.rate_unit, RATE_UNITS)
-        _one_of("executor.share_model", self.executor.share_model, SHARE_MODELS)
-        _one_of("slo.tpot_definition", self.slo.tpot_definition, TPOT_DEFINITIONS)
-        if self.slo.ttft_s <= 0 or self.slo.tpot_s <= 0:
-            raise ValueError(f"slo.ttft_s and slo.tpot_s must be > 0; got {self.slo.ttft_s}, {self.slo.tpot_s}")
+        self.executor.validate()
+        self.slo.validate()
+        check_choice("rate_unit", self.rate_unit, RATE_UNITS)
+        if self.executor.name == "sim":
+            self._validate_sim_specs()
 
-
-def _one_of(option: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"{option} must be one of {', '.join(valid)}; got '{value}'")
+    def _validate_sim_specs(self) -> None:
+        """The simulator's model and hardware exist and the parallel layout splits the model
+        as vLLM allows (whole attention heads per GPU, at least one layer per stage)."""
+        check_choice("model.name", self.model.name, sorted(MODELS))
+        check_choice("hardware.name", self.hardware.name, sorted(HARDWARE))
+        model, hw, tp, pp = MODELS[self.model.name], HARDWARE[self.hardware.name], self.engine.tp, self.engine.pp
+        if model.num_heads % tp:
+            raise ConfigError("engine.tp", f"a divisor of {model.name}'s {model.num_heads} attention heads", tp)
+        kv = model.num_kv_heads
+        # GQA: each GPU holds whole KV heads; past num_kv_heads they are replicated, which
+        # needs tp to be a multiple of them (vLLM's LlamaAttention, vllm-project/vllm
+        # vllm/model_executor/models/llama.py). MLA's latent KV is not split by heads.
+        if model.mla is None and (kv % tp if tp <= kv else tp % kv):
+            raise ConfigError("engine.tp", f"a divisor or a multiple of {model.name}'s {kv} KV heads", tp)
+        if hw.nvlink_bandwidth_bytes_s <= 0:  # no GPU-GPU link: no TP, no KV transfer over it
+            if tp > 1:
+                raise ConfigError("engine.tp", f"1 on {hw.name}, which has no GPU-GPU link", tp)
+            designs = [p.design for p in self.engine.parts] if self.engine.design == "cluster" else [self.engine.design]
+            if "disagg" in designs and self.engine.kv_link == "nvlink":
+                raise ConfigError("engine.kv_link", f"pcie or network on {hw.name}, which has no GPU-GPU link",
+                                  self.engine.kv_link)
+        if pp > model.num_layers:
+            raise ConfigError("engine.pp", f"<= {model.name}'s {model.num_layers} layers", pp)

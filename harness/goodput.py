@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from harness.config import RunConfig
+from harness.errors import USER_ERRORS
 from harness.run import run
 from metrics.goodput import search_goodput
 
@@ -25,7 +26,7 @@ def attainment_at(cfg: RunConfig, rate: float, out_root: Path, slo_scale: float 
     slo = dataclasses.replace(cfg.slo, ttft_s=cfg.slo.ttft_s * slo_scale, tpot_s=cfg.slo.tpot_s * slo_scale)
     cfg = dataclasses.replace(cfg, workload=dataclasses.replace(cfg.workload, rate=rate), slo=slo,
                               plots=False, progress=False)
-    summary = run(cfg, out_root / f"rate{rate:.4g}_slo{slo_scale:g}")
+    summary = run(cfg, out_root / f"rate{rate:.4g}_slo{slo_scale:g}").summary
     return summary["slo_attainment"] or 0.0
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(args.out or tmp)
             result = _rate(cfg, root, args) if args.mode == "rate" else _slo_scale(cfg, root, args)
-    except ValueError as err:
+    except USER_ERRORS as err:  # a bug keeps its traceback
         raise SystemExit(f"error: {err}") from None
     print(json.dumps(result, indent=2))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -10,16 +11,16 @@ import pandas as pd
 
 from engines.disagg import DisaggEngine
 from engines.engine import Engine, finalize_unfinished
+from engines.plan import StepRecord
 from engines.request import Request
 from engines.wallclock import WallClockLoop
 from harness.build import build_engine
 from harness.config import RunConfig
 from harness.versions import versions
-from metrics.export_vllm import token_times_frame
 from metrics.plots import plot_run, run_frames
 from metrics.timeline_plot import plot_timelines
 from semipd.engine import SemiPDEngine
-from metrics.results import write_run_dir
+from metrics.results import token_times_frame, write_run_dir
 from metrics.summary import summarize
 from sim.loop import VirtualLoop
 from workloads.config import build_workload
@@ -27,8 +28,24 @@ from workloads.config import build_workload
 log = logging.getLogger(__name__)
 
 
-def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
-    """Run `cfg`, write the run directory (the result-file contract) and return the summary."""
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: the summary (as in summary.json), every request (finished,
+    rejected and unfinished, with token times), the worker steps, and where the files are."""
+
+    summary: dict
+    requests: list[Request]
+    steps: list[StepRecord]
+    run_dir: Path
+
+    @property
+    def token_times_s(self) -> dict[int, list[float]]:
+        """Each request's output-token times (seconds), by request id."""
+        return {r.id: r.token_times_s for r in self.requests}
+
+
+def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> RunResult:
+    """Run `cfg`, write the run directory (the result-file contract) and return what it produced."""
     cfg.validate()
     loop = VirtualLoop() if cfg.executor.name == "sim" else WallClockLoop()
     engine = build_engine(cfg, loop)
@@ -37,6 +54,7 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
     requests = [Request.from_spec(s) for s in workload.specs]
     if cfg.executor.name != "sim":
         _give_token_ids(requests, engine.vocab_size, cfg.workload.seed)
+    _set_stop_tokens(cfg, engine, requests)
     for req in requests:
         loop.at(req.arrival_s, partial(engine.submit, req))
     with _progress(cfg, len(requests), engine):
@@ -45,8 +63,7 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
     steps = sorted((r for w in engine.workers for r in w.records), key=lambda r: (r.start_s, r.worker))
     summary = _summary(cfg, engine, workload, requests, num_unfinished)
     extras = _extra_frames(engine)
-    save_times = cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim"
-    if save_times:
+    if cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim":
         extras["token_times"] = token_times_frame(requests)
     write_run_dir(run_dir, config_yaml=config_yaml or _yaml(cfg), requests=requests, steps=steps,
                   summary=summary, extra_csvs=extras)
@@ -54,7 +71,23 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> dict:
         plot_run(run_frames(summary, requests, steps), run_dir / "latency.png")
         plot_timelines(extras["kv_usage"], extras.get("partition"), run_dir / "timeline.png",
                        title=f"{summary['engine_label']} | {cfg.model.name} | {cfg.workload.rate} req/s/GPU")
-    return summary
+    return RunResult(summary, requests, steps, Path(run_dir))
+
+
+def _set_stop_tokens(cfg: RunConfig, engine: Engine, requests: list[Request]) -> None:
+    """With executor.ignore_eos=false a sampled EOS ends a request (vLLM's default for a
+    server; its throughput benchmark sets ignore_eos so output lengths follow the workload)."""
+    if cfg.executor.ignore_eos:
+        return
+    eos = frozenset(getattr(engine, "eos_token_ids", ()))
+    if cfg.executor.name == "sim":
+        log.warning("executor.ignore_eos=false has no effect with executor=sim: the simulator "
+                    "samples no tokens, so every request runs to its output_len")
+    elif not eos:
+        log.warning("executor.ignore_eos=false but the checkpoint's config.json has no eos_token_id: "
+                    "every request runs to its output_len")
+    for req in requests:
+        req.stop_token_ids = eos
 
 
 def _extra_frames(engine: Engine) -> dict[str, pd.DataFrame]:
@@ -64,7 +97,7 @@ def _extra_frames(engine: Engine) -> dict[str, pd.DataFrame]:
     out = {"kv_usage": kv}
     semipd = [p for p in getattr(engine, "parts", [engine]) if isinstance(p, SemiPDEngine)]
     if semipd:  # every semi-PD group of a run switches together; the first one stands for all
-        out["partition"] = pd.DataFrame(semipd[0].timeline, columns=["time_s", "x_pct", "y_pct"])
+        out["partition"] = pd.DataFrame(semipd[0].timeline, columns=["time_s", "device", "x_pct", "y_pct"])
     return out
 
 
@@ -108,6 +141,7 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
     summary["engine_shape"] = _shape(cfg.engine)
     if cfg.executor.name != "sim":
         summary |= {"device": cfg.executor.device, "dtype": cfg.executor.dtype,
+                    "ignore_eos": cfg.executor.ignore_eos,
                     "checkpoint": cfg.model.checkpoint or f"checkpoints/{cfg.model.name}",
                     "driver_max_lateness_s": getattr(engine.loop, "max_lateness_s", None)}
     summary["num_weight_copies"] = engine.num_weight_copies
@@ -119,7 +153,7 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
         if isinstance(part, SemiPDEngine):
             summary[prefix + "controller"] = cfg.engine.semipd.controller
             summary[prefix + "final_shares_pct"] = list(part.shares_pct)
-            summary[prefix + "num_share_switches"] = len(part.timeline) - 1
+            summary[prefix + "num_share_switches"] = part.num_share_switches  # decisions, not rows
     summary["versions"] = versions()
     return summary
 

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from engines.errors import UserError
 from metrics.results import atomic_write_text
 
 FORMAT = "semipd-bench-baselines/1"
@@ -56,7 +57,7 @@ class RunKey:
     @classmethod
     def of(cls, values: Mapping[str, Any], origin: str) -> RunKey:
         if missing := [f for f in KEY_FIELDS if values.get(f) is None]:
-            raise ValueError(f"{origin}: no {', '.join(missing)}; cannot tell which run this is")
+            raise UserError(f"{origin}: no {', '.join(missing)}; cannot tell which run this is")
         return cls(**{f: (float(values[f]) if f == "rate_per_gpu" else str(values[f])) for f in KEY_FIELDS})
 
     @property
@@ -79,20 +80,14 @@ class Rule:
 
     def __post_init__(self) -> None:  # a typo in a hand-edited rule must not pass silently
         if self.kind not in KINDS or self.direction not in DIRECTIONS:
-            raise ValueError(f"bad rule {self}: kind in {KINDS}, direction in {DIRECTIONS}")
+            raise UserError(f"bad rule {self}: kind in {KINDS}, direction in {DIRECTIONS}")
 
 
-# Without a baseline file: simulated runs must reproduce. Real timings (the torch suite,
-# benchmarks/torch_regress.py) gate only their machine-independent ratios, with limits set
-# above the run-to-run spread measured on the 2-core CI machine (five runs: README,
-# "Regression gate"); every raw time is info.
-DEFAULT_RULES = {
-    "sim": (Rule(),),
-    "torch": (Rule("decode_step_ratio", "ratio", max_change=0.2, direction="lower_is_better"),
-              Rule("prefill_step_ratio", "ratio", max_change=0.3, direction="lower_is_better"),
-              Rule("throughput_ratio", "ratio", max_change=0.2, direction="higher_is_better"),
-              Rule(kind="info")),
-}
+# Without a baseline file: simulated runs must reproduce. Recorded real-engine timings are
+# only listed: a time recorded on one machine is no reference for another, so the real engine
+# is gated by an A/B against the baseline commit measured in the same run
+# (benchmarks/torch_ab.py), not through this table.
+DEFAULT_RULES = {"sim": (Rule(),)}
 INFO_ONLY = (Rule(kind="info"),)
 
 
@@ -158,20 +153,23 @@ def _load_baseline_file(path: Path, strict: bool = True) -> list[RunEntry]:
     doc = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         if strict:
-            raise ValueError(f"{path}: not a baseline file (no \"format\": \"{FORMAT}\")")
+            raise UserError(f"{path}: not a baseline file (no \"format\": \"{FORMAT}\")")
         return []
-    file_rules = tuple(Rule(**r) for r in doc.get("rules", []))
-    return [RunEntry(RunKey.of(run["key"], str(path)), dict(run["metrics"]), str(path),
-                     dict(doc.get("versions") or {}),
-                     tuple(Rule(**r) for r in run.get("rules", [])) + file_rules)
-            for run in doc.get("runs", [])]
+    try:
+        file_rules = tuple(Rule(**r) for r in doc.get("rules", []))
+        return [RunEntry(RunKey.of(run["key"], str(path)), dict(run["metrics"]), str(path),
+                         dict(doc.get("versions") or {}),
+                         tuple(Rule(**r) for r in run.get("rules", [])) + file_rules)
+                for run in doc.get("runs", [])]
+    except (KeyError, TypeError) as err:  # a hand-edited file missing a field or with an unknown one
+        raise UserError(f"{path}: malformed baseline file ({type(err).__name__}: {err})") from None
 
 
 def _index(entries: Sequence[RunEntry], side: str) -> dict[RunKey, RunEntry]:
     out: dict[RunKey, RunEntry] = {}
     for e in entries:
         if e.key in out:
-            raise ValueError(f"{side}: two runs of {e.key.label}: {out[e.key].origin} and {e.origin}")
+            raise UserError(f"{side}: two runs of {e.key.label}: {out[e.key].origin} and {e.origin}")
         out[e.key] = e
     return out
 
@@ -264,7 +262,7 @@ def accept(new: Sequence[RunEntry], base_path: Path) -> list[Path]:
     """Write NEW's runs as the baselines: `<executor>.json` in `base_path` (or that file)."""
     executors = sorted({e.key.executor for e in new})
     if base_path.suffix == ".json" and len(executors) > 1:
-        raise ValueError(f"{base_path} is one file but NEW has executors {executors}")
+        raise UserError(f"{base_path} is one file but NEW has executors {executors}")
     return [_write_baseline_file(base_path if base_path.suffix == ".json" else base_path / f"{ex}.json",
                                  ex, [e for e in new if e.key.executor == ex]) for ex in executors]
 
@@ -300,10 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         new = load_entries(args.new)
         base = load_entries(args.base) if args.base.exists() or not args.accept else []
         if not new or not (base or args.accept):
-            raise ValueError(f"no runs in {args.new}" if not new else
+            raise UserError(f"no runs in {args.new}" if not new else
                              f"no baselines in {args.base}: create them with --accept (make baseline)")
         rows = compare(new, base)
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+    except (UserError, FileNotFoundError, json.JSONDecodeError) as err:  # a bug keeps its traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"regression check: {args.new} ({len(new)} runs) against {args.base} ({len(base)} runs)\n")

@@ -2,7 +2,8 @@
 
 Every number in `summary.json`, `requests.csv` and the plots comes from here, so that a
 choice between conventions is made once and written into the results.
-Conventions follow `reference/serving-metrics.md`:
+Conventions follow the public benchmark clients (vLLM benchmarks/benchmark_serving.py,
+SGLang python/sglang/bench_serving.py, github.com/LLMServe/DistServe):
 
 Per request (seconds; a request's `arrival_s` is its scheduled send time):
 - **TTFT** = time of the first output token - arrival (vLLM, SGLang, DistServe).

@@ -15,20 +15,16 @@ Fields and units follow vLLM (`benchmarks/benchmark_serving.py`, `vllm/benchmark
   SLOs); `backend` = engine, `model_id` = model; our own labels sit under `semipd_bench`.
 - TPOT is vLLM's `(e2e - ttft) / (n_out - 1)` whatever the run's `slo.tpot_definition`.
 
-Per-request ITLs need each token's time, which `requests.csv` does not hold. They come
-from `token_times.csv` when the run wrote one (see `token_times_frame`), else, for a
-simulated run, from replaying its `config.yaml` (the virtual clock is deterministic; the
-replay must reproduce `requests.csv` byte for byte, or the export stops).
+Input: the run directory's files only - `summary.json`, `requests.csv`, `config.yaml`
+(workload arrival settings) and `token_times.csv` (every output token's time, which
+per-request ITLs need; real-engine runs write it, simulated runs with `save_token_times=true`).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
 import math
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,22 +32,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from engines.request import Request
-from harness.errors import USER_ERRORS
+from engines.errors import UserError
 from metrics.definitions import CONTRACT_PERCENTILES, percentile_key, percentile_stats, rate_per_s, tpot_s
-from metrics.results import FLOAT_FORMAT, atomic_write_text, load_run_dir, requests_frame
+from metrics.results import TOKEN_TIMES_FILE, atomic_write_text, load_run_dir, load_token_times
 from metrics.summary import json_safe
 
-TOKEN_TIMES_FILE = "token_times.csv"
 VLLM_METRICS = (("ttft", "ttfts"), ("tpot", None), ("itl", None), ("e2el", "latencies"))
-
-
-def token_times_frame(requests: Sequence[Request]) -> pd.DataFrame:
-    """`token_times.csv`: per request (`id`), its output tokens' times in seconds,
-    space-separated, in FLOAT_FORMAT like requests.csv (1 us resolution up to 1000 s)."""
-    return pd.DataFrame({"id": [r.id for r in requests],
-                         "token_times_s": [" ".join(FLOAT_FORMAT % t for t in r.token_times_s)
-                                           for r in requests]})
 
 
 def vllm_result(summary: Mapping[str, Any], requests: pd.DataFrame, token_times: Sequence[Sequence[float]],
@@ -115,69 +101,18 @@ def _stats_ms(name: str, values_s: np.ndarray, percentiles: Sequence[float]) -> 
     return out
 
 
-def from_requests(summary: Mapping[str, Any], requests: Sequence[Request], workload: Any,
-                  *, percentiles: Sequence[float] = CONTRACT_PERCENTILES) -> dict[str, Any]:
-    """In memory, from a run's Request objects and its WorkloadConfig (or a mapping)."""
-    wl = dataclasses.asdict(workload) if dataclasses.is_dataclass(workload) else dict(workload)
-    return vllm_result(summary, requests_frame(requests), [r.token_times_s for r in requests], wl,
-                       date=datetime.now().strftime("%Y%m%d-%H%M%S"), percentiles=percentiles)
-
-
 def from_run_dir(run_dir: str | Path, *, percentiles: Sequence[float] = CONTRACT_PERCENTILES) -> dict[str, Any]:
+    """The vLLM result dict of a run directory (its files only; nothing is re-run)."""
     run_dir = Path(run_dir)
     summary, requests, _ = load_run_dir(run_dir)
-    config = _load_config(run_dir)
     times = load_token_times(run_dir, requests)
-    if times is None:  # the replay's Requests are the run's, at full precision
-        replayed = replay_requests(run_dir, config)
-        requests, times = requests_frame(replayed), [r.token_times_s for r in replayed]
+    if times is None:
+        raise UserError(f"{run_dir} has no {TOKEN_TIMES_FILE}: vLLM's per-request `itls` need every "
+                        "token's time; rerun with save_token_times=true")
     # vLLM's date is when the client finished; the summary is the run's last file.
     date = datetime.fromtimestamp((run_dir / "summary.json").stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-    return vllm_result(summary, requests, times, config.get("workload", {}), date=date, percentiles=percentiles)
-
-
-def load_token_times(run_dir: Path, requests: pd.DataFrame) -> list[list[float]] | None:
-    """Token times from `token_times.csv` in requests.csv's order; None without the file."""
-    path = run_dir / TOKEN_TIMES_FILE
-    if not path.exists():
-        return None
-    frame = pd.read_csv(path, keep_default_na=False, dtype={"token_times_s": str})
-    by_id = {int(i): [float(x) for x in s.split()] for i, s in zip(frame["id"], frame["token_times_s"])}
-    times = [by_id.get(int(i), []) for i in requests["id"]]
-    if [len(t) for t in times] != requests["num_output_tokens"].astype(int).tolist():
-        raise ValueError(f"{path} does not match requests.csv (token counts differ)")
-    return times
-
-
-def replay_requests(run_dir: Path, config: Mapping[str, Any]) -> list[Request]:
-    """Re-run a simulated run from its config.yaml; its Requests, with every token's time."""
-    if config.get("executor", {}).get("name") != "sim":
-        raise ValueError(f"{run_dir} has no {TOKEN_TIMES_FILE} and is not simulated, so per-request "
-                         "ITLs cannot be recovered")
-    import harness.run as harness_run  # here: the harness imports the engines (heavy, unneeded otherwise)
-    from harness.config import RunConfig
-    from omegaconf import OmegaConf
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), config))
-    cfg.plots, cfg.progress = False, False
-    captured: list[Request] = []
-    real_finalize = harness_run.finalize_unfinished
-
-    def capture(requests: list[Request], now_s: float) -> int:
-        # run() hands its complete request list over here; replaying through run() itself
-        # (not a copy of its steps) keeps the replay exact as run() evolves.
-        captured.extend(requests)
-        return real_finalize(requests, now_s)
-    harness_run.finalize_unfinished = capture
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            harness_run.run(cfg, Path(tmp))
-            same = (Path(tmp) / "requests.csv").read_bytes() == (run_dir / "requests.csv").read_bytes()
-    finally:
-        harness_run.finalize_unfinished = real_finalize
-    if not same:
-        raise ValueError(f"replaying {run_dir}/config.yaml does not reproduce its requests.csv (the code "
-                         f"changed since the run?): per-request ITLs need {TOKEN_TIMES_FILE}")
-    return captured
+    workload = _load_config(run_dir).get("workload") or {}
+    return vllm_result(summary, requests, times, workload, date=date, percentiles=percentiles)
 
 
 def _load_config(run_dir: Path) -> dict[str, Any]:
@@ -186,17 +121,26 @@ def _load_config(run_dir: Path) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}
 
 
+def _percentiles(text: str) -> list[float]:
+    try:
+        qs = [float(q) for q in text.split(",")]
+    except ValueError:
+        qs = []
+    if not qs or not all(0 <= q <= 100 for q in qs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 100], got {text!r}")
+    return qs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path, help="a run directory (with summary.json and requests.csv)")
     ap.add_argument("--out", type=Path, default=None, help="output file (default RUN_DIR/vllm_result.json)")
-    ap.add_argument("--percentiles", default="50,90,99", help="comma-separated, as vLLM's --metric-percentiles")
+    ap.add_argument("--percentiles", default="50,90,99", type=_percentiles,
+                    help="comma-separated, as vLLM's --metric-percentiles")
     args = ap.parse_args(argv)
-    # A replay would repeat the run's warnings (e.g. "no dataset file: synthetic lengths").
-    logging.getLogger("workloads").setLevel(logging.ERROR)
     try:
-        result = from_run_dir(args.run_dir, percentiles=[float(p) for p in args.percentiles.split(",")])
-    except USER_ERRORS as err:  # bad directory, or a replay that cannot work: no traceback
+        result = from_run_dir(args.run_dir, percentiles=args.percentiles)
+    except UserError as err:  # not a complete run directory: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out or args.run_dir / "vllm_result.json"

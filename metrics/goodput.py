@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from engines.errors import UserError
+
 
 @dataclass(frozen=True)
 class Goodput:
@@ -42,7 +44,7 @@ def search_goodput(evaluate: Callable[[float], float], lo: float, hi: float, *, 
     """Sweep `num_grid` rates over [lo, hi], then bisect the bracket around the first miss
     `num_bisect` times; the answer interpolates the final bracket."""
     if not 0 < lo < hi or num_grid < 2:
-        raise ValueError(f"goodput search needs 0 < lo < hi and num_grid >= 2; got lo={lo}, hi={hi}, "
+        raise UserError(f"goodput search needs 0 < lo < hi and num_grid >= 2; got lo={lo}, hi={hi}, "
                          f"num_grid={num_grid}")
     seen: dict[float, float] = {}
 

@@ -1,7 +1,7 @@
 """Run directories: write (atomically, byte-reproducibly), load, and print a summary table.
 
-Layout (DESIGN.md "Contracts"): `config.yaml`, `requests.csv`, `steps.csv`,
-`summary.json`, optional extra CSVs and PNG plots. `summary.json` is written last, so
+Layout: `config.yaml`, `requests.csv`, `steps.csv`, `summary.json`, `token_times.csv`
+(every output token's time), optional extra CSVs and PNG plots. `summary.json` is written last, so
 its presence marks a complete run directory.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from engines.errors import UserError
 from engines.plan import StepRecord
 from engines.request import Request
 from metrics.definitions import compute_request_metrics
@@ -23,11 +24,12 @@ from metrics.summary import json_safe
 REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "arrival_s", "prompt_len", "output_len", "first_token_s", "finish_s",
     "num_preemptions", "status",
-    "num_output_tokens", "ttft_s", "tpot_s", "e2e_s", "reject_reason", "source")
+    "num_output_tokens", "ttft_s", "tpot_s", "e2e_s", "finish_reason", "reject_reason", "source")
 STEP_COLUMNS: tuple[str, ...] = (
     "worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens",
     "batch_size", "share")
-_STRING_COLUMNS = ("status", "reject_reason", "source", "worker")
+_STRING_COLUMNS = ("status", "finish_reason", "reject_reason", "source", "worker")
+TOKEN_TIMES_FILE = "token_times.csv"
 _RESERVED = ("config.yaml", "requests.csv", "steps.csv", "summary.json")
 # Fixed float format: identical runs give byte-identical files (and diffs stay readable).
 # 9 significant digits keep 1 us resolution up to 1000 s into a run.
@@ -48,9 +50,34 @@ def requests_frame(requests: Sequence[Request], tpot_definition: str = "vllm") -
         "status": [getattr(r.status, "value", r.status) for r in requests],
         "num_output_tokens": [r.num_output_tokens for r in requests],
         "ttft_s": m.ttft_s, "tpot_s": m.tpot_s, "e2e_s": m.e2e_s,
+        # "length" (output_len reached) | "stop" (a stop/EOS id); "" unless finished
+        "finish_reason": [r.finish_reason for r in requests],
         "reject_reason": [r.reject_reason for r in requests],
         "source": [r.source for r in requests],
     }, columns=list(REQUEST_COLUMNS))
+
+
+def token_times_frame(requests: Sequence[Request]) -> pd.DataFrame:
+    """`token_times.csv`: per request (`id`), its output tokens' times in seconds,
+    space-separated, in FLOAT_FORMAT like requests.csv (1 us resolution up to 1000 s)."""
+    return pd.DataFrame({"id": [r.id for r in requests],
+                         "token_times_s": [" ".join(FLOAT_FORMAT % t for t in r.token_times_s)
+                                           for r in requests]})
+
+
+def load_token_times(run_dir: str | os.PathLike, requests: pd.DataFrame) -> list[list[float]] | None:
+    """`token_times.csv` of a run directory, in the order of `requests` (its requests.csv);
+    None without the file. Raises UserError if the file disagrees with requests.csv."""
+    path = Path(run_dir) / TOKEN_TIMES_FILE
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, keep_default_na=False, dtype={"token_times_s": str})
+    by_id = {int(i): [float(x) for x in s.split()] for i, s in zip(frame["id"], frame["token_times_s"])}
+    times = [by_id.get(int(i), []) for i in requests["id"]]
+    if [len(t) for t in times] != requests["num_output_tokens"].astype(int).tolist():
+        raise UserError(f"{path} does not match requests.csv: the token counts differ from its "
+                        "num_output_tokens column")
+    return times
 
 
 def steps_frame(steps: Sequence[StepRecord]) -> pd.DataFrame:
@@ -117,6 +144,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def load_run_dir(run_dir: str | os.PathLike) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """(summary, requests, steps) of a run directory; empty strings stay '' (not NaN)."""
     d = Path(run_dir)
+    missing = [f for f in ("summary.json", "requests.csv", "steps.csv") if not (d / f).is_file()]
+    if missing:
+        raise UserError(f"{d} is not a complete run directory: {', '.join(missing)} missing")
     summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
     return summary, _read_csv(d / "requests.csv"), _read_csv(d / "steps.csv")
 

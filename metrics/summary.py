@@ -1,4 +1,4 @@
-"""summarize(): one run's requests -> the `summary.json` dict (contract keys in DESIGN.md)."""
+"""summarize(): one run's requests -> the `summary.json` dict (its keys: README.md, "Outputs")."""
 from __future__ import annotations
 
 import enum

@@ -30,8 +30,8 @@ from engines.plan import Executor, StepPlan, StepResult
 from engines.request import Request
 from engines.scheduler import Scheduler, StepOutcome
 from engines.worker import Worker
-from semipd.controller import SLO, make_controller
-from semipd.window import window_stats
+from semipd.controller import SLO, Decision, make_controller
+from semipd.window import TtftSample, WindowCollector
 
 
 @dataclass
@@ -52,8 +52,10 @@ class _InFlight:
 class _Device:
     prefill: Worker
     decode: Worker
+    x_pct: float   # the shares in percent as the controller set them (no float round trip)
+    y_pct: float
     inflight: dict[str, _InFlight] = field(default_factory=dict)
-    pending: dict[str, tuple[float, float]] = field(default_factory=dict)  # worker -> (from_s, share)
+    pending: dict[str, tuple[float, float]] = field(default_factory=dict)  # worker -> (from_s, share_pct)
 
 
 class SemiPDEngine(Engine):
@@ -63,19 +65,20 @@ class SemiPDEngine(Engine):
         self.contention = contention
         self.devices = devices
         self.controller = controller
-        self.window_requests = window_requests
-        self.percentile = percentile
         self.switch_delay_s = switch_delay_s
-        self._window: list[Request] = []
-        self.timeline: list[tuple[float, float, float]] = []  # (time_s, x_pct, y_pct) in effect
-        for dev in devices:
+        self.window = WindowCollector(window_requests, percentile)
+        self._busy_s: dict[int, float] = {}  # request id -> summed durations of its steps
+        self.num_share_switches = 0          # controller decisions that changed the shares
+        self.num_restarts = 0                # decisions that replaced a worker (same share included)
+        self.timeline: list[tuple[float, int, float, float]] = []  # (time_s, device, x_pct, y_pct)
+        for i, dev in enumerate(devices):
             dev.decode.scheduler.preempt_sink = dev.prefill.scheduler.waiting.appendleft
-        self._record_partition()
+            self._record_partition(i)
 
     @property
     def shares_pct(self) -> tuple[float, float]:
-        d = self.devices[0]
-        return d.prefill.share * 100.0, d.decode.share * 100.0
+        """Every device switches to the same shares; device 0 stands for all between switches."""
+        return self.devices[0].x_pct, self.devices[0].y_pct
 
     # ----- hand-off -----------------------------------------------------------------
     def _on_outcome(self, worker: Worker, outcome: StepOutcome) -> None:
@@ -83,49 +86,85 @@ class SemiPDEngine(Engine):
         for req in outcome.handed_off:  # same pool: the block table moves as it is
             dev.decode.scheduler.add_running(req)
 
-    # ----- share switching --------------------------------------------------------------
-    def _done(self, req: Request) -> None:
-        super()._done(req)
-        if req.finish_s is None or not req.token_times_s:
-            return  # rejected: no latency to learn from
-        self._window.append(req)
-        switching = any(dev.pending for dev in self.devices)
-        if len(self._window) >= self.window_requests and not switching:
-            stats = window_stats(self._window, self.percentile)
-            self._window = []
-            x, y = self.shares_pct
-            new = self.controller.decide(stats, x, y)
-            if new != (x, y):
-                self._request_switch(*new)
+    # ----- the controller's window (semipd/window.py) -----------------------------------
+    def _end_step(self, worker: Worker, plan: StepPlan, result: StepResult, start_s: float) -> None:
+        """Engine._end_step plus the original's sampling: TTFT samples when a prefill step
+        ends, TPOT samples for requests finishing on a decode worker, and a re-plan check
+        after every decode step (where the original calls `replan`)."""
+        now = self.loop.now_s
+        latency_s = now - start_s
+        for seq in plan.seqs:
+            self._busy_s[seq.request_id] = self._busy_s.get(seq.request_id, 0.0) + latency_s
+        outcome = worker.finish_step(plan, result, start_s, now)
+        prefill_switching = self._prefill_switching()
+        if worker is self.devices[worker.device].prefill:
+            for req in outcome.handed_off + outcome.finished:
+                if len(req.token_times_s) == 1:  # its first token, not a recompute
+                    ttft_s = now - req.arrival_s
+                    self.window.add_ttft(TtftSample(ttft_s, latency_s, ttft_s - latency_s, req.arrival_s),
+                                         prefill_switching)
+        else:
+            for req in outcome.finished:
+                self.window.add_tpot(self._busy_s[req.id] / len(req.token_times_s), prefill_switching)
+        for req in outcome.finished:
+            self._busy_s.pop(req.id, None)
+            self._done(req)
+        self._on_outcome(worker, outcome)
+        if worker is self.devices[worker.device].decode:
+            self._maybe_replan()
+        self.kick()
 
-    def _request_switch(self, x_pct: float, y_pct: float) -> None:
+    def _prefill_switching(self) -> bool:
+        return any(dev.prefill.name in dev.pending for dev in self.devices)
+
+    def _maybe_replan(self) -> None:
+        stats = self.window.take(switching=any(dev.pending for dev in self.devices))
+        if stats is None:
+            return
+        x, y = self.shares_pct
+        decision: Decision = self.controller.decide(stats, x, y)
+        self.num_share_switches += decision.shares != (x, y)
+        if decision.restart_prefill or decision.restart_decode:
+            self.num_restarts += 1
+            self._request_switch(decision)
+
+    # ----- share switching --------------------------------------------------------------
+    def _request_switch(self, decision: Decision) -> None:
         """Standby workers with the new shares start now and take over at each old
         worker's next iteration boundary after the start-up delay (asynchronous switch)."""
         ready_s = self.loop.now_s + self.switch_delay_s
         for dev in self.devices:
-            dev.pending = {dev.prefill.name: (ready_s, x_pct / 100.0),
-                           dev.decode.name: (ready_s, y_pct / 100.0)}
+            if decision.restart_prefill:
+                dev.pending[dev.prefill.name] = (ready_s, decision.x_pct)
+            if decision.restart_decode:
+                dev.pending[dev.decode.name] = (ready_s, decision.y_pct)
         self.loop.at(ready_s, self.kick)
 
-    def _apply_pending(self, dev: _Device, worker: Worker) -> None:
+    def _apply_pending(self, index: int, dev: _Device, worker: Worker) -> None:
         item = dev.pending.get(worker.name)
         if item is not None and item[0] <= self.loop.now_s and worker.name not in dev.inflight:
             del dev.pending[worker.name]
-            if worker.share != item[1]:
-                worker.share = item[1]
-                self._record_partition()
+            share_pct = item[1]
+            worker.share = share_pct / 100.0
+            old = (dev.x_pct, dev.y_pct)
+            if worker is dev.prefill:
+                dev.x_pct = share_pct
+            else:
+                dev.y_pct = share_pct
+            if (dev.x_pct, dev.y_pct) != old:
+                self._record_partition(index)
 
-    def _record_partition(self) -> None:
-        x, y = self.shares_pct
-        self.timeline.append((self.loop.now_s, x, y))
+    def _record_partition(self, index: int) -> None:
+        dev = self.devices[index]
+        self.timeline.append((self.loop.now_s, index, dev.x_pct, dev.y_pct))
 
-    # ----- concurrent stepping with contention ------------------------------------------
     def kick(self) -> None:
-        for dev in self.devices:
+        for i, dev in enumerate(self.devices):
             for worker in (dev.prefill, dev.decode):
-                self._apply_pending(dev, worker)
+                self._apply_pending(i, dev, worker)
         super().kick()
 
+    # ----- concurrent stepping with contention ------------------------------------------
     def _schedule_step_end(self, worker: Worker, plan: StepPlan, result: StepResult,
                            start_s: float) -> None:
         dev = self.devices[worker.device]
@@ -193,7 +232,7 @@ def build_semipd(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
                      make_executor(), share=sp.decode_share_pct / 100.0, device=i)
         workers += [pre, dec]
         pools.append(pool)
-        devices.append(_Device(pre, dec))
+        devices.append(_Device(pre, dec, sp.prefill_share_pct, sp.decode_share_pct))
     return SemiPDEngine(cfg.name, workers=workers, pools=pools, loop=loop,
                         num_gpus=cfg.num_instances * cfg.tp * cfg.pp, max_model_len=max_model_len,
                         num_weight_copies=cfg.num_instances,  # prefill and decode share one copy

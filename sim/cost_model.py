@@ -58,7 +58,7 @@ from sim.specs import HardwareSpec, ModelSpec
 # (8B batch 1 on A100: ~8 % of the step). Pass step_overhead_s to change it.
 DEFAULT_STEP_OVERHEAD_S = 1.0e-3
 # Between pipeline stages: the semi-PD 405B setup's 200 Gbit/s = 25 GB/s between nodes
-# (hardware-and-models.md); latency: the order of one RDMA/NCCL send, an assumption.
+# (arXiv 2504.19867, evaluation setup); latency: the order of one RDMA/NCCL send, an assumption.
 INTER_NODE_BYTES_S = 25e9
 INTER_NODE_LATENCY_S = 20e-6
 _UNLIMITED = 1e9  # a resource fraction so large that the resource never limits

@@ -9,6 +9,7 @@ GPU holds only its stage's layers (arch.pipeline_stages) and their weights and K
 """
 from __future__ import annotations
 
+from engines.errors import UserError
 from sim.arch import activation_elems_per_token, pipeline_stages
 from sim.specs import GIB, HardwareSpec, ModelSpec, stage_weight_bytes
 
@@ -22,7 +23,7 @@ PROFILE_TOKENS = 8192
 MAX_NUM_SEQS = 256  # vLLM default max_num_seqs: rows of fp32 logits in the profiling pass
 
 
-class ModelDoesNotFitError(ValueError):
+class ModelDoesNotFitError(UserError):
     """The weights and reserves leave no room for even one KV block."""
 
 

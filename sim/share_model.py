@@ -1,7 +1,7 @@
 """How a step's time grows when its worker is capped to a share of the SMs.
 
 semi-PD runs a prefill worker and a decode worker on one GPU, each capped by MPS to a
-percentage of the SMs (reference/semipd.md, section 2). Two models:
+percentage of the SMs (arXiv 2504.19867, computation resource controller). Two models:
 
 - `roofline` (default): applied op by op inside the cost model. Compute throughput is
   proportional to the SMs, so a compute-bound op's time scales as 1/share. Bandwidth
@@ -12,20 +12,23 @@ percentage of the SMs (reference/semipd.md, section 2). Two models:
   108 SMs), well below what one SM's load path can sustain, so about half the SMs
   keep HBM busy (the usual observation for streaming kernels on A100; an assumption,
   as no per-share bandwidth measurement is at hand). Why decode still slows at 80-90 %
-  (semi-PD measured 1.15x at 80 %): the calibrated GEMM curve
-  eff(m) = eff_max m/(m+90) puts decode-sized batches near the ridge, so their GEMMs
-  lose throughput with every SM removed, while KV reads do not.
-  `benchmarks/share_model_check.py` prints the errors: at 80-100 % any value <= 0.7
-  gives <= 4.4 % (set by prefill); with 0.5 the decode curve is matched within 1.5 %
-  down to a 50 % share and 8 % at 30 %. Prefill is over-predicted at low shares (+12 %
-  at 50 %, +20 % at 30 %): the measured prefill curve scales only 73 % as 1/share.
-- `measured`: the fixed A100 scaling curves from semi-PD's DynamicPartitioner (code of
-  branch `distserve_base`, restated in reference/semipd.md section 3), applied to the
-  step's GPU time at share 1: `scale_latency` to the prefill part, `scale_tpot` to the
-  decode part. A mixed step is split by the cost model into prefill and decode parts:
-  each phase's attention goes to its phase, and the token-proportional ops (linear
-  layers, norms, all-reduce, LM head) are split by the phase's fraction of the step's
-  tokens. The per-step CPU overhead is not scaled in either model (it is host time).
+  (semi-PD's measured curve, normalised to 1 at 100 %: 1.149x at 80 %): the calibrated
+  GEMM curve eff(m) = eff_max m/(m+90) puts decode-sized batches near the ridge, so
+  their GEMMs lose throughput with every SM removed, while KV reads do not.
+  `benchmarks/share_model_check.py` prints the errors against the measured curves
+  normalised to 1 at 100 %: at 80-100 % each value tried from 0.3 to 0.7 gives at most
+  4.5 % (4.44 %, prefill 4x1024 at 80 %; `tests/test_sim_share_model.py`); with 0.5
+  the decode curve is matched within 1.5 % down to a 50 % share and 8.2 % at 30 %.
+  Prefill is over-predicted at low shares (+12.3 % at 50 %, +20.7 % at 30 %): only
+  70 % of the normalised measured prefill curve scales as 1/share (0.732 / 1.051).
+- `measured`: the fixed A100 scaling curves from semi-PD's DynamicPartitioner.replan
+  (github.com/infinigence/Semi-PD, branch `distserve_base`,
+  distserve/single_stage_engine.py), applied to the step's GPU time at share 1:
+  `scale_latency` to the prefill part, `scale_tpot` to the decode part. A mixed step
+  is split by the cost model into prefill and decode parts: each phase's attention
+  goes to its phase, and the token-proportional ops (linear layers, norms, all-reduce,
+  LM head) are split by the phase's fraction of the step's tokens. The per-step CPU
+  overhead is not scaled in either model (it is host time).
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_every_config_option_composes(group, option):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_each_engine_writes_the_contract_and_conserves_requests(engine, tmp_path):
-    summary = run(cfg_for(f"engine={engine}", "workload.rate=20", *SMALL), tmp_path)
+    summary = run(cfg_for(f"engine={engine}", "workload.rate=20", *SMALL), tmp_path).summary
     for name in ("config.yaml", "requests.csv", "steps.csv", "summary.json", "kv_usage.csv"):
         assert (tmp_path / name).exists(), name
     on_disk = json.loads((tmp_path / "summary.json").read_text())
@@ -63,25 +63,16 @@ def test_each_engine_writes_the_contract_and_conserves_requests(engine, tmp_path
 
 @pytest.mark.parametrize("engine", ["unified", "unified_chunked", "disagg", "semipd"])
 def test_random_workloads_conserve_requests_and_tokens(engine, tmp_path):
-    import harness.run as hr
     for seed in (1, 2):
         cfg = cfg_for(f"engine={engine}", f"workload.seed={seed}", "workload.rate=40",
                       "engine.gpu_memory_utilization=0.3", "check_integrity=true", *SMALL)
-        captured = {}
-        orig = hr.finalize_unfinished
-
-        def spy(reqs, now):
-            captured["reqs"] = reqs
-            return orig(reqs, now)
-        hr.finalize_unfinished = spy
-        try:
-            run(cfg, tmp_path / f"{seed}")
-        finally:
-            hr.finalize_unfinished = orig
-        for r in captured["reqs"]:
+        result = run(cfg, tmp_path / f"{seed}")
+        assert len(result.requests) == 120  # every request is returned, unfinished ones included
+        for r in result.requests:
             assert r.status in (Status.FINISHED, Status.REJECTED)
             if r.status is Status.FINISHED:
                 assert r.num_output_tokens == r.output_len == len(r.token_times_s)
+                assert r.finish_reason == "length"
             else:
                 assert r.reject_reason
 
@@ -96,12 +87,13 @@ def test_same_seed_gives_byte_identical_requests_csv(engine, tmp_path):
 
 
 def test_rate_is_per_gpu(tmp_path):
-    s = run(cfg_for("engine=disagg", "workload.rate=5", *SMALL), tmp_path)
+    s = run(cfg_for("engine=disagg", "workload.rate=5", *SMALL), tmp_path).summary
     assert s["num_gpus"] == 2 and s["rate_per_gpu"] == 5 and s["total_rate"] == pytest.approx(10)
 
 
 def test_prompt_longer_than_context_is_rejected_and_counted(tmp_path):
-    s = run(cfg_for("workload=synthetic", "workload.prompt_len=9000", "workload.output_len=10", *SMALL), tmp_path)
+    s = run(cfg_for("workload=synthetic", "workload.prompt_len=9000", "workload.output_len=10", *SMALL),
+            tmp_path).summary
     assert s["num_rejected"] == 120 and s["num_finished"] == 0 and s["slo_attainment"] == 0.0
     assert "context of 8192" in next(iter(s["rejected_reasons"]))
     assert (tmp_path / "requests.csv").read_text().count("rejected") >= 120
@@ -150,16 +142,16 @@ def test_slo_code_controller_shifts_compute_on_a_tpot_miss(tmp_path):
     common = ["engine=semipd", "engine.semipd.window_requests=100", "engine.semipd.switch_delay_s=0.1",
               "workload.num_requests=600", "workload.rate=12", "slo.ttft_s=2.0", "slo.tpot_s=0.015",
               "plots=false", "progress=false"]
-    static = run(cfg_for(*common, "engine.semipd.controller=static"), tmp_path / "static")
+    static = run(cfg_for(*common, "engine.semipd.controller=static"), tmp_path / "static").summary
     assert static["tpot_attainment"] < 1.0 and static["ttft_attainment"] == 1.0
     assert static["num_share_switches"] == 0
-    dynamic = run(cfg_for(*common, "engine.semipd.controller=slo_code"), tmp_path / "dynamic")
+    dynamic = run(cfg_for(*common, "engine.semipd.controller=slo_code"), tmp_path / "dynamic").summary
     assert dynamic["num_share_switches"] >= 1
     assert dynamic["final_shares_pct"][0] < 100 and dynamic["final_shares_pct"][1] == 100
     timeline = (tmp_path / "dynamic" / "partition.csv").read_text().splitlines()
-    assert timeline[0] == "time_s,x_pct,y_pct" and timeline[1] == "0,100,100"
+    assert timeline[0] == "time_s,device,x_pct,y_pct" and timeline[1] == "0,0,100,100"
     assert len(timeline) >= 3 and float(timeline[2].split(",")[0]) > 0
-    assert all(float(row.split(",")[1]) >= 80 for row in timeline[1:])  # the floor
+    assert all(float(row.split(",")[2]) >= 80 for row in timeline[1:])  # the floor
 
 
 def test_semipd_holds_one_weight_copy_and_disagg_two():

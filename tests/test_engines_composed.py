@@ -148,13 +148,91 @@ def test_contention_slows_a_step_while_the_other_worker_is_busy():
     assert contended > alone * 1.5  # (100, 100): each gets half the device while both run
 
 
-def test_no_contention_when_shares_sum_to_at_most_100():
+class SoloRecordingExecutor(LinearExecutor):
+    """Remembers, in start order, (share, duration) of every plan it is asked to time: the
+    worker's call at its own cap is what the step takes when it runs alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[float, float]] = []
+
+    def execute(self, plan, share):
+        result = super().execute(plan, share)
+        self.calls.append((share, result.duration_s))
+        return result
+
+
+class SoloRecordingResourceExecutor(SoloRecordingExecutor):
+    """With resource demands (the `resources` model's input): at share 1 a prefill step uses
+    90 % of the compute and 10 % of the bandwidth, a decode step 20 % and 80 %; both scale
+    with the share as the duration does (compute-bound), so caps summing to <= 100 never
+    oversubscribe either resource."""
+
+    def resource_demands_s(self, plan):
+        t = LinearExecutor.execute(self, plan, 1.0).duration_s
+        return (0.9 * t, 0.1 * t) if plan.num_prefill_tokens else (0.2 * t, 0.8 * t)
+
+
+class BandwidthBoundExecutor(SoloRecordingExecutor):
+    """Every step keeps 80 % of the HBM bandwidth busy at its own cap (bandwidth saturates
+    with a fraction of the SMs), whatever the cap."""
+
+    def resource_demands_s(self, plan):
+        t = LinearExecutor.execute(self, plan, 1.0).duration_s
+        return 0.1 * t, 0.8 * t / 0.5  # at share 0.5: 80 % of the bandwidth
+
+
+def _steps_vs_solo(x: float, y: float, contention: str, executor=SoloRecordingExecutor):
+    """Each worker's recorded step durations, their solo durations, and how many pairs of
+    prefill and decode steps overlapped in time."""
     loop = VirtualLoop()
-    engine = semipd(loop, x=50.0, y=50.0)
-    reqs = workload(n=50)
-    run(engine, loop, reqs)
-    for rec in engine.workers[0].records + engine.workers[1].records:
-        assert rec.share == 0.5
+    cfg = EngineConfig(name="semipd", design="semipd",
+                       semipd=SemiPDConfig(prefill_share_pct=x, decode_share_pct=y, controller="static",
+                                           contention=contention))
+    engine = build_semipd(cfg, loop=loop, make_executor=executor, num_kv_blocks=400,
+                          max_model_len=4096, slo=SLO(0.5, 0.1))
+    run(engine, loop, workload(n=60))
+    pre, dec = engine.workers
+    recorded = {w.name: [r.duration_s for r in w.records] for w in (pre, dec)}
+    # the proportional model also asks for the duration at a reduced share: not a solo step
+    solo = {w.name: [d for share, d in w.executor.calls if share == w.share] for w in (pre, dec)}
+    overlaps = sum(1 for a in pre.records for b in dec.records
+                   if a.start_s < b.start_s + b.duration_s and b.start_s < a.start_s + a.duration_s)
+    return recorded, solo, overlaps
+
+
+def _slowdowns(recorded, solo) -> list[float]:
+    """recorded / solo duration of every step that took longer than it does alone."""
+    return [r / s for name in recorded for r, s in zip(recorded[name], solo[name]) if r > s * (1 + 1e-6)]
+
+
+@pytest.mark.parametrize("contention, executor", [("resources", SoloRecordingResourceExecutor),
+                                                  ("resources", SoloRecordingExecutor),  # no demands: proportional
+                                                  ("proportional", SoloRecordingExecutor)])
+@pytest.mark.parametrize("x, y", [(50.0, 50.0), (30.0, 70.0)])
+def test_no_contention_when_shares_sum_to_at_most_100(x, y, contention, executor):
+    recorded, solo, overlaps = _steps_vs_solo(x, y, contention, executor)
+    assert overlaps > 20  # the two workers really ran side by side, many times
+    for name in recorded:
+        assert len(recorded[name]) == len(solo[name]) > 0
+        # every step took exactly what it takes alone at its cap (float rounding only)
+        assert recorded[name] == pytest.approx(solo[name], rel=1e-9, abs=0.0), name
+
+
+def test_shares_above_100_do_contend():
+    """The same check fails when the caps overlap: the comparison above can detect contention."""
+    recorded, solo, overlaps = _steps_vs_solo(100.0, 100.0, "proportional")
+    assert overlaps > 20
+    slower = _slowdowns(recorded, solo)
+    assert len(slower) >= overlaps / 2 and max(slower) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_bandwidth_still_contends_when_shares_sum_to_100():
+    """`resources`: caps summing to 100 split the SMs, not the HBM bandwidth (README)."""
+    recorded, solo, overlaps = _steps_vs_solo(50.0, 50.0, "resources", BandwidthBoundExecutor)
+    slower = _slowdowns(recorded, solo)
+    assert overlaps > 20 and slower
+    assert max(slower) == pytest.approx(1.6, rel=1e-6)  # 0.8 + 0.8 of the bandwidth asked
 
 
 class ResourceExecutor(LinearExecutor):

@@ -47,7 +47,9 @@ def test_real_run_writes_the_contract_with_plausible_latencies(tmp_path, checkpo
 def test_prompt_longer_than_the_models_context_is_rejected(tmp_path, checkpoint):
     res = bench(tmp_path, f"model.checkpoint={checkpoint}", "workload.num_requests=2", "workload.rate=inf",
                 "workload.prompt_len=2100", "workload.output_len=4")
-    assert res.returncode == 0, res.stderr[-3000:]
+    # Nothing could be served: the results are written, then the CLI fails with the reason.
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "error: no request was served: all 2 were rejected" in res.stderr and "context of 2048" in res.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["num_rejected"] == 2
     assert "context of 2048" in next(iter(summary["rejected_reasons"]))

@@ -112,11 +112,12 @@ def validate_config(cfg: WorkloadConfig, num_gpus: int = 1) -> None:
     _check(isinstance(num_gpus, int) and num_gpus >= 1,
            f"num_gpus must be an integer >= 1, got {num_gpus!r}.")
     _check(cfg.num_requests >= 1, f"workload.num_requests must be >= 1, got {cfg.num_requests}.")
+    _check(cfg.seed >= 0, f"workload.seed must be an integer >= 0 (numpy's seeds), got {cfg.seed}.")
     _check(cfg.rate > 0, f"workload.rate must be > 0 requests/s per GPU (or .inf), got {cfg.rate}.")
     _check(cfg.burstiness > 0 and math.isfinite(cfg.burstiness),
            f"workload.burstiness must be a finite number > 0, got {cfg.burstiness}.")
-    _check(cfg.trace_time_scale > 0,
-           f"workload.trace_time_scale must be > 0, got {cfg.trace_time_scale}.")
+    _check(cfg.trace_time_scale > 0 and math.isfinite(cfg.trace_time_scale),
+           f"workload.trace_time_scale must be a finite number > 0, got {cfg.trace_time_scale}.")
     _check(cfg.prompt_len >= 1 and cfg.output_len >= 1, "workload.prompt_len and output_len "
            f"must be >= 1, got {cfg.prompt_len} and {cfg.output_len}.")
     for lo, hi, what in ((cfg.prompt_len_min, cfg.prompt_len_max, "prompt_len"),

@@ -1,15 +1,16 @@
-"""The one exception type for user mistakes in workload configuration or data files.
+"""The exception type for user mistakes in workload configuration or data files.
 
-It subclasses ValueError so generic callers can catch it, and its message is meant to be
-shown as-is (one paragraph naming the file, record or option at fault): bench.py prints
-it instead of a traceback.
+A UserError (engines/errors.py; so also a ValueError): its message is shown as-is (one
+paragraph naming the file, record or option at fault), without a traceback.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from engines.errors import UserError
 
-class WorkloadError(ValueError):
+
+class WorkloadError(UserError):
     """A workload could not be built because of the configuration or a data file."""
 
 

@@ -79,7 +79,7 @@ MATH500_LIKE_MIN_TOKENS = 4  # the shortest MATH-500 problem is ~20 characters
 
 # --- ShareGPT + long prompts (the semi-PD cluster test, Fig. 16) ---------------------
 # The semi-PD paper's cluster test (8 A800s, DeepSeek-V2-Lite) uses a synthetic mix of 95 %
-# ShareGPT and 5 % long (~4k-token) prompts (shared/reference/semipd.md, section 4) and
+# ShareGPT and 5 % long (~4k-token) prompts (arXiv 2504.19867, evaluation, Fig. 16) and
 # gives no spread. Long prompts: lognormal with median `prompt_tokens` and a small sigma
 # (assumption; 0.1 puts ~90 % within -15 %..+18 %), clipped so prompt + output <=
 # max_total_tokens (the model context). Every output comes from the ShareGPT-like

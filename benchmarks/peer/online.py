@@ -126,7 +126,7 @@ def to_requests(specs, results) -> list[Request]:
         if r.token_times_s:
             r.prefill_done_s = r.token_times_s[0]
         if not res.error and r.num_output_tokens == spec.output_len:
-            r.status, r.finish_s = Status.FINISHED, r.token_times_s[-1]
+            r.status, r.finish_s, r.finish_reason = Status.FINISHED, r.token_times_s[-1], "length"
         else:  # failed: counted as rejected (an SLO miss) with the reason
             r.reject(res.error or f"{r.num_output_tokens}/{spec.output_len} tokens", max(r.token_times_s or [0.0]))
         reqs.append(r)
@@ -134,8 +134,7 @@ def to_requests(specs, results) -> list[Request]:
 
 
 def run_vllm(server: VllmServer, specs, prompts, run_dir: Path, args, rate: float) -> dict:
-    from metrics.export_vllm import token_times_frame
-    from metrics.results import write_run_dir
+    from metrics.results import token_times_frame, write_run_dir
     reqs_in = [(s.id, s.arrival_s, p, s.output_len) for s, p in zip(specs, prompts)]
     deadline = specs[-1].arrival_s + args.drain_timeout_s
     wait_idle(max_wait_s=args.max_wait_idle_s)

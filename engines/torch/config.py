@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError):
     """A checkpoint directory is missing, incomplete or disagrees with its config."""
 
 
@@ -37,6 +39,15 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = field(default=None, hash=False)
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """The end-of-sequence ids, whether config.json gives one id or a list (Llama-3
+        instruct: [128001, 128009]); empty without any."""
+        eos = self.eos_token_id
+        if eos is None:
+            return frozenset()
+        return frozenset([eos] if isinstance(eos, int) else eos)
 
     @property
     def q_size(self) -> int:
@@ -107,7 +118,7 @@ class LlamaConfig:
             rms_norm_eps=f.pos_float("rms_norm_eps", 1e-6),
             rope_theta=_rope_theta(f), rope_scaling=_rope_scaling(f),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            bos_token_id=raw.get("bos_token_id"), eos_token_id=raw.get("eos_token_id"))
+            bos_token_id=raw.get("bos_token_id"), eos_token_id=_eos_token_id(f))
 
 
 class _Fields:
@@ -149,6 +160,15 @@ def _check_supported(f: _Fields) -> None:
     for name in ("attention_bias", "mlp_bias"):
         if f.get(name, False):
             f.fail(name, "is not supported (no bias terms in this model)", True)
+
+
+def _eos_token_id(f: _Fields) -> int | list[int] | None:
+    """An id, a list of ids (as Hugging Face configs allow) or null."""
+    value = f.get("eos_token_id")
+    ids = value if isinstance(value, list) else [value]
+    if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        f.fail("eos_token_id", "must be a token id, a list of token ids or null", value)
+    return value
 
 
 def _rope_dict(f: _Fields) -> dict | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engines.errors import ConfigError
 from engines.torch.checkpoint import load_config, load_model
 from engines.torch.config import CheckpointError, LlamaConfig
 from engines.torch.executor import Sampling, TorchExecutor, num_blocks_for_budget
@@ -33,9 +34,9 @@ def prepare(model_name: str, checkpoint: str | None, *, device: str, dtype: str,
     """Resolve the checkpoint (generating a random-weight one for a named size on first
     use) and size the KV pool from the memory budget."""
     if dtype not in _DTYPES:
-        raise ValueError(f"executor.dtype must be one of {', '.join(_DTYPES)}; got '{dtype}'")
+        raise ConfigError("executor.dtype", f"one of {', '.join(_DTYPES)}", dtype)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"executor.device={device} but torch sees no CUDA device; use executor.device=cpu")
+        raise ConfigError("executor.device", "cpu (torch sees no CUDA device)", device)
     path = Path(checkpoint or f"checkpoints/{model_name}")
     if not path.exists() and model_name in CHECKPOINT_SIZES:
         log.warning("checkpoint %s does not exist: writing a random-weight %s checkpoint there", path, model_name)
@@ -44,7 +45,8 @@ def prepare(model_name: str, checkpoint: str | None, *, device: str, dtype: str,
     budget = kv_cache_bytes or _default_kv_bytes(device, gpu_memory_utilization)
     num_blocks = num_blocks_for_budget(config, budget, block_size, _DTYPES[dtype])
     if num_blocks < 1:
-        raise ValueError(f"executor.kv_cache_bytes={budget} holds no KV block of {block_size} tokens")
+        raise ConfigError("executor.kv_cache_bytes", f"large enough for one KV block of {block_size} tokens "
+                          f"of {path} in {dtype}", budget)
     return TorchSetup(path, config, num_blocks, _DTYPES[dtype], device)
 
 
