@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -276,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gates", type=int, default=20, help="with --aa: how many whole gates (default 20)")
     ap.add_argument("--accept", action="store_true", help="record HEAD as the baseline commit")
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()  # the measuring processes run in other directories (each side's tree)
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C: the running measurement is killed by
+    # subprocess.run and the temporary worktree is removed by baseline_tree's `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.accept:
         return accept_main(args.baseline_file)
     if args.pairs < 1 or args.repeats < 1 or args.gates < 1:
