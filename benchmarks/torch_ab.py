@@ -14,8 +14,8 @@ within one machine); the same code measured beside the candidate is.
 Each side runs ITS OWN `benchmarks/torch_regress.py --out DIR --repeats R` (so an API change in
 the engine does not break the baseline) and reports medians in DIR/torch_tiny_llama_offline/
 summary.json; that command line and the gated keys of its summary are the contract between
-commits. Pairs alternate their order (A B, B A, ...) so a slow drift of the machine cancels; the
-gate takes, per metric, the median over pairs of candidate / baseline within the pair.
+commits. Processes alternate A B A B ... (see `interleave`); per metric, the gate takes the
+median over pairs of candidate / baseline within the pair.
 
 Outcomes: PASS / FAIL (exit 1) per the limits in torch.json (set above the A/A noise, README);
 SKIPPED (exit 0, the reason printed) when the baseline commit cannot be found or its code does
@@ -117,11 +117,13 @@ def measure(side: Side, out_dir: Path, repeats: int) -> dict[str, float]:
 
 def interleave(baseline: Side, candidate: Side, pairs: int, repeats: int, out: Path,
                say=print) -> dict[str, list[dict]]:
-    """Pairs in alternating order (A B, B A, ...): a linear drift of the machine hits both."""
+    """A B A B ...: no two processes of one side run back to back, so a burst of load from
+    elsewhere (measured: an A/A gate read 0.85 when alternating the order, A B B A, put two
+    baseline processes next to each other in a slow spell) hits both sides of a pair; a slow
+    drift biases each pair by only the drift over one process (~8 s)."""
     samples: dict[str, list[dict]] = {baseline.name: [], candidate.name: []}
     for i in range(pairs):
-        order = (baseline, candidate) if i % 2 == 0 else (candidate, baseline)
-        for side in order:
+        for side in (baseline, candidate):
             t0 = time.perf_counter()
             values = measure(side, out / f"{side.name}_{i}", repeats)
             samples[side.name].append(values)
