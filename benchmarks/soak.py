@@ -52,14 +52,21 @@ def run_one(seed: int) -> RunOutcome:
         return RunOutcome(seed, cfg.design, f"{traceback.format_exc()}config: {cfg}")
 
 
-def _run(cfg: SoakConfig) -> RunOutcome:
-    engine, loop, requests = build(cfg)
+def run_checked(engine, loop, requests) -> InvariantChecker:
+    """Submit every request at its arrival and run the loop with every invariant checked after
+    each event and at the end (raises InvariantViolation)."""
     checker = InvariantChecker(engine, requests)
     checker.attach()
     for req in requests:
         loop.at(req.arrival_s, lambda req=req: engine.submit(req))
     loop.run(on_event=checker.after_event)
     checker.at_end()
+    return checker
+
+
+def _run(cfg: SoakConfig) -> RunOutcome:
+    engine, loop, requests = build(cfg)
+    checker = run_checked(engine, loop, requests)
     _check_rejections_justified(cfg, engine, requests)
     parts = getattr(engine, "parts", [engine])
     return RunOutcome(

@@ -63,7 +63,8 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> RunResult:
     steps = sorted((r for w in engine.workers for r in w.records), key=lambda r: (r.start_s, r.worker))
     summary = _summary(cfg, engine, workload, requests, num_unfinished)
     extras = _extra_frames(engine)
-    if cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim":
+    save_times = cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim"
+    if save_times:
         extras["token_times"] = token_times_frame(requests)
     write_run_dir(run_dir, config_yaml=config_yaml or _yaml(cfg), requests=requests, steps=steps,
                   summary=summary, extra_csvs=extras)

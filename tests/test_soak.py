@@ -6,7 +6,7 @@ from benchmarks import soak
 from benchmarks.soak_draw import DESIGNS, build, draw_config
 from engines.blocks import BlockPool
 from engines.config import EngineConfig
-from engines.invariants import InvariantChecker, InvariantViolation, check_pool_ownership
+from engines.invariants import InvariantViolation, check_pool_ownership
 from engines.request import Request, Status
 from engines.scheduler import Scheduler
 from engines.unified import build_unified
@@ -44,12 +44,7 @@ def _unified(blocks=64, **kw):
 
 def _run_checked(engine, loop, n=6, prompt=20, output=5):
     reqs = [Request(id=i, arrival_s=0.01 * i, prompt_len=prompt, output_len=output) for i in range(n)]
-    checker = InvariantChecker(engine, reqs)
-    checker.attach()
-    for r in reqs:
-        loop.at(r.arrival_s, lambda r=r: engine.submit(r))
-    loop.run(on_event=checker.after_event)
-    checker.at_end()
+    soak.run_checked(engine, loop, reqs)
     return reqs
 
 
