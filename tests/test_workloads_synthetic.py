@@ -1,5 +1,4 @@
-"""Synthetic distributions against the statistics they cite, plus speed and seeding."""
-import time
+"""Synthetic distributions against the statistics they cite, plus count and seeding."""
 
 import numpy as np
 import pytest
@@ -71,9 +70,9 @@ def test_changing_the_arrival_process_keeps_the_lengths():
 
 @pytest.mark.parametrize("distribution", ["sharegpt_like", "longbench_like", "math500_like", "mix",
                                           "fixed", "uniform"])
-def test_1000_synthetic_requests_take_milliseconds(distribution):
-    cfg = WorkloadConfig(source="synthetic", distribution=distribution, num_requests=1000)
-    build_workload(cfg)  # warm-up (first numpy calls)
-    start = time.perf_counter()
-    build_workload(cfg)
-    assert time.perf_counter() - start < 0.05
+def test_1000_synthetic_requests_are_all_built_with_positive_lengths(distribution):
+    # Build speed is a benchmark (benchmarks/workload_speed.py), not a timed test.
+    specs = build_workload(WorkloadConfig(source="synthetic", distribution=distribution,
+                                          num_requests=1000)).specs
+    assert len(specs) == 1000
+    assert all(s.prompt_len >= 1 and s.output_len >= 1 for s in specs)
