@@ -66,7 +66,7 @@ def _build_torch(cfg: RunConfig, loop: Loop) -> Engine:
                             block_size=eng.block_size_tokens, kv_cache_bytes=ex.kv_cache_bytes,
                             gpu_memory_utilization=eng.gpu_memory_utilization)
     executor = runtime.make_executor(setup, block_size=eng.block_size_tokens, temperature=ex.temperature,
-                                     seed=cfg.workload.seed, num_threads=ex.num_threads)
+                                     seed=cfg.workload.seed, num_threads=ex.num_threads, attention=ex.attention)
     engine = build_unified(eng, loop=loop, make_executor=lambda: executor, num_kv_blocks=setup.num_blocks,
                            max_model_len=setup.config.max_position_embeddings)
     engine.vocab_size = setup.config.vocab_size

@@ -17,6 +17,7 @@ TPOT_DEFINITIONS = ("vllm", "per_output_token")
 RATE_UNITS = ("gpu", "instance")
 # The torch executor's dtypes (engines/torch/runtime.py; a test keeps the two equal, as
 # this module must not import torch) and devices: torch.device strings it supports.
+ATTENTION_BACKENDS = ("auto", "kernel", "torch", "padded")
 TORCH_DTYPES = ("bfloat16", "float32", "float16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -44,6 +45,9 @@ class ExecutorConfig:
     # sampled EOS ends it (requests.csv: finish_reason=stop). No effect with sim (no tokens).
     ignore_eos: bool = True
     kv_cache_bytes: int | None = None  # torch: KV budget; None = from hardware memory
+    # torch, CPU attention: auto = the C++ decode kernel where it builds, else torch ops;
+    # kernel = require the kernel; torch = torch ops only; padded = the old padded path.
+    attention: str = "auto"
 
     def validate(self) -> None:
         check_choice("executor.name", self.name, EXECUTORS)
@@ -54,6 +58,7 @@ class ExecutorConfig:
         check_int("executor.num_threads", self.num_threads, 1, optional=True)
         check_number("executor.temperature", self.temperature, 0.0)
         check_int("executor.kv_cache_bytes", self.kv_cache_bytes, 1, optional=True)
+        check_choice("executor.attention", self.attention, ATTENTION_BACKENDS)
 
 
 @dataclass

@@ -143,6 +143,7 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
     if cfg.executor.name != "sim":
         summary |= {"device": cfg.executor.device, "dtype": cfg.executor.dtype,
                     "ignore_eos": cfg.executor.ignore_eos,
+                    "attention": getattr(getattr(engine.workers[0].executor, "attention", None), "name", None),
                     "checkpoint": cfg.model.checkpoint or f"checkpoints/{cfg.model.name}",
                     "driver_max_lateness_s": getattr(engine.loop, "max_lateness_s", None)}
     summary["num_weight_copies"] = engine.num_weight_copies

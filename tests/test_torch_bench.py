@@ -28,6 +28,7 @@ def test_real_run_writes_the_contract_with_plausible_latencies(tmp_path, checkpo
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["executor"] == "torch" and summary["device"] == "cpu"
+    assert summary["attention"] in ("paged+kernel", "paged")  # auto: the kernel where it builds
     assert summary["num_finished"] == 12 and summary["num_rejected"] == 0
     req = pd.read_csv(tmp_path / "requests.csv")
     steps = pd.read_csv(tmp_path / "steps.csv")
@@ -42,6 +43,15 @@ def test_real_run_writes_the_contract_with_plausible_latencies(tmp_path, checkpo
     assert (steps["start_s"].iloc[1:].to_numpy() >= ends.iloc[:-1].to_numpy() - 1e-6).all()
     assert ends.max() <= summary["duration_s"] + req["arrival_s"].min() + 1e-3
     assert steps["num_decode_tokens"].sum() + 12 == req["output_len"].sum()  # each decode step yields one token
+
+
+@pytest.mark.parametrize("attention,name", [("torch", "paged"), ("padded", "padded")])
+def test_attention_path_is_chosen_and_recorded(tmp_path, checkpoint, attention, name):
+    res = bench(tmp_path, f"model.checkpoint={checkpoint}", "workload.num_requests=3", "workload.rate=inf",
+                "workload.prompt_len=20", "workload.output_len=3", f"executor.attention={attention}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["attention"] == name and summary["num_finished"] == 3
 
 
 def test_prompt_longer_than_the_models_context_is_rejected(tmp_path, checkpoint):

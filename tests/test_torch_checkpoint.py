@@ -60,8 +60,7 @@ def test_transformers_loads_tied_checkpoint_with_same_logits(tmp_path):
     assert ours.lm_head is ours.embed_tokens
     hf = transformers.LlamaForCausalLM.from_pretrained(root, dtype=torch.float32).eval()
     ids = torch.arange(5, 30)
-    from engines.torch.model import TorchAttention
-    from engines.torch.paged_attention import KVCache, SeqSlice
+    from engines.torch.paged_attention import KVCache, SeqSlice, TorchAttention
     cache = KVCache(2, 4, 16, 2, 16, torch.float32)
     attn = TorchAttention()
     with torch.inference_mode():

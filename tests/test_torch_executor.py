@@ -104,6 +104,29 @@ def test_unpacked_weights_give_the_same_tokens(model):
     assert outs[0] == outs[1]
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_linears_upcast_where_the_cpu_has_no_bf16_matmul(monkeypatch, native):
+    """Without native bf16 matmul, a bf16 model's packed weights are float32 copies; the
+    logits then match torch's bf16 F.linear path to bf16 rounding, tokens included."""
+    import engines.torch.model as model_mod
+    if native and not model_mod.native_bf16_matmul():
+        pytest.skip("this CPU has no native bf16 matmul")
+    monkeypatch.setattr(model_mod, "native_bf16_matmul", lambda: native)
+    seqs = [prefill(r, [3 * r + 1, 2, 3, 4 + r], [r]) for r in range(3)]
+    bf16 = [build_model(MICRO, random_weights(MICRO, seed=0, dtype=torch.float32), dtype=torch.bfloat16)
+            for _ in range(2)]  # one each: an executor re-casts (and so unpacks) its model
+    packed = TorchExecutor(bf16[0], num_blocks=4, block_size=16, pack_weights=True)
+    plain = TorchExecutor(bf16[1], num_blocks=4, block_size=16, pack_weights=False)
+    assert packed.packed and not plain.model.layers[0].packed
+    assert {t.dtype for t in packed.model.layers[0].packed.values()} == {
+        torch.bfloat16 if native else torch.float32}
+    assert packed.execute(plan(*seqs)).sampled_token_ids == plain.execute(plan(*seqs)).sampled_token_ids
+    x = torch.randn(5, MICRO.hidden_size, generator=torch.Generator().manual_seed(0)).bfloat16()
+    layer = packed.model.layers[0]
+    torch.testing.assert_close(model_mod.linear(layer, "qkv_proj", x).float(),
+                               torch.nn.functional.linear(x, layer.qkv_proj).float(), atol=2e-2, rtol=2e-2)
+
+
 def test_two_executors_over_one_shared_pool(model):
     """Prefill on one executor, decode on another over the same KV blocks (semi-PD)."""
     from engines.torch.paged_attention import KVCache

@@ -31,13 +31,12 @@ def test_flashinfer_matches_torch_paged_attention():
     if not flashinfer_available():
         pytest.skip("flashinfer not installed")
     from engines.torch.flashinfer_backend import FlashInferAttention
-    from engines.torch.model import TorchAttention
-    from engines.torch.paged_attention import KVCache, order_for_attention, write_kv
+    from engines.torch.paged_attention import KVCache, TorchAttention, order_for_attention, write_kv
     rng, dev, bs = random.Random(0), torch.device("cuda"), 16
     pool = rng.sample(range(64), 64)
     seqs = [SeqSlice(c, n, [pool.pop() for _ in range(-(-(c + n) // bs))])
             for c, n in [(0, 37), (40, 1), (17, 9), (100, 1)]]
-    seqs = [seqs[i] for i in order_for_attention([s.num_new for s in seqs])]
+    seqs = [seqs[i] for i in order_for_attention(seqs)]
     cache = KVCache(1, 64, bs, 2, 128, torch.bfloat16, dev)
     cache.data.normal_()
     k_pages, v_pages = cache.layer(0)

@@ -13,6 +13,7 @@ from engines.plan import ScheduledSeq, StepPlan
 from engines.torch.checkpoint import load_model
 from engines.torch.executor import TorchExecutor
 from engines.torch.make_model import make_checkpoint
+from tests.attention_backends import BACKENDS, attention_backend
 
 PROMPT_LENS = (3, 17, 33, 50)
 NUM_NEW = 12
@@ -122,9 +123,10 @@ def test_prefill_then_decode(model, prompts, hf_greedy):
     assert_matches_hf(loop, hf_greedy)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("block_size", [4, 16])
-def test_chunked_prefill_on_existing_kv(model, prompts, hf_greedy, block_size):
-    loop = make_loop(model, block_size=block_size, num_blocks=256)
+def test_chunked_prefill_on_existing_kv(model, prompts, hf_greedy, block_size, backend):
+    loop = make_loop(model, block_size=block_size, num_blocks=256, attention=attention_backend(backend))
     for rid, p in enumerate(prompts):
         loop.add(rid, p)
     while loop.step(chunk=7):
@@ -134,8 +136,9 @@ def test_chunked_prefill_on_existing_kv(model, prompts, hf_greedy, block_size):
     assert_matches_hf(loop, hf_greedy)
 
 
-def test_mixed_prefill_and_decode_steps(model, prompts, hf_greedy):
-    loop = make_loop(model)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mixed_prefill_and_decode_steps(model, prompts, hf_greedy, backend):
+    loop = make_loop(model, attention=attention_backend(backend))
     for rid, p in enumerate(prompts):  # staggered arrivals: new prompts join decodes
         loop.add(rid, p)
         loop.step(chunk=20)
@@ -162,12 +165,13 @@ def test_preempted_request_is_recomputed_to_same_continuation(model, prompts, hf
     assert_matches_hf(loop, hf_greedy)
 
 
-def test_logits_match_hf_forward_in_mixed_steps(hf_model, model, prompts):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logits_match_hf_forward_in_mixed_steps(hf_model, model, prompts, backend):
     """Every row's logits, over two steps: prefills of different lengths, then a step
     mixing three decodes with a 13-token chunk on top of 20 cached tokens."""
-    from engines.torch.model import TorchAttention
-    from engines.torch.paged_attention import KVCache, SeqSlice, order_for_attention
-    c, attn = model.config, TorchAttention()
+    attn = attention_backend(backend)
+    from engines.torch.paged_attention import KVCache, SeqSlice
+    c = model.config
     cache = KVCache(c.num_hidden_layers, 32, 8, c.num_key_value_heads, c.head_dim, torch.float32)
     tables = [list(range(31 - 8 * i, 23 - 8 * i, -1)) for i in range(4)]
     with torch.inference_mode():
@@ -175,9 +179,9 @@ def test_logits_match_hf_forward_in_mixed_steps(hf_model, model, prompts):
         for cut in [(0, 0, 0, 0), (2, 16, 20, 49)]:
             spans = [(cut[i], (2, 16, 20, 49)[i] if cut[i] == 0 else len(p))
                      for i, p in enumerate(prompts)]
-            order = order_for_attention([hi - lo for lo, hi in spans])
-            meta = attn.build([SeqSlice(spans[i][0], spans[i][1] - spans[i][0], tables[i])
-                               for i in order], 8)
+            slices = [SeqSlice(lo, hi - lo, tables[i]) for i, (lo, hi) in enumerate(spans)]
+            order = attn.order(slices)
+            meta = attn.build([slices[i] for i in order], 8)
             ids = torch.tensor([t for i in order for t in prompts[i][slice(*spans[i])]])
             ours = model(ids, meta, cache, attn, torch.arange(len(ids)))
             expected = torch.cat([ref[i][slice(*spans[i])] for i in order])

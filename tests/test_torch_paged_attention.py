@@ -1,11 +1,15 @@
-"""Paged attention (engines/torch/paged_attention.py) against a dense reference."""
+"""Paged attention (engines/torch/paged_attention.py: C++ decode kernel and pure-torch
+buckets; attention_padded.py: the old path) against a dense float64 reference."""
 import random
 
 import pytest
 import torch
 
-from engines.torch.paged_attention import (KVCache, SeqSlice, build_metadata,
-                                           order_for_attention, paged_attention, write_kv)
+from engines.torch.paged_attention import (BUCKET_RATIO, DECODE_PARTITION_TOKENS, DecodeGroup,
+                                           KVCache, SdpaBucket, SeqSlice, TorchAttention,
+                                           bucket_bounds, build_metadata, order_for_attention,
+                                           write_kv)
+from tests.attention_backends import BACKENDS, attention_backend
 
 HQ, HKV, D = 4, 2, 16
 
@@ -22,61 +26,129 @@ def dense_attention(q, k, v, num_context):
     return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
 
 
-def random_step(rng: random.Random, block_size: int, num_blocks: int):
-    """Random mixed seqs with block tables drawn from a shuffled pool."""
-    pool = list(range(num_blocks))
+def with_tables(shapes, block_size, rng: random.Random, spare_blocks=0):
+    """SeqSlices for (num_context, num_new) shapes, block ids drawn from a shuffled pool
+    (tables may hold more blocks than needed)."""
+    needed = [-(-(c + n) // block_size) for c, n in shapes]
+    pool = list(range(sum(needed) + spare_blocks * len(shapes) + 1))
     rng.shuffle(pool)
     seqs = []
-    for _ in range(rng.randint(1, 6)):
-        ctx = rng.choice([0, 0, rng.randint(1, 40)])
-        new = rng.choice([1, rng.randint(1, 20)])
-        if ctx == 0 and new == 1:
-            new = 2
-        needed = -(-(ctx + new) // block_size) + rng.randint(0, 1)  # tables may be longer
-        seqs.append(SeqSlice(ctx, new, [pool.pop() for _ in range(needed)]))
-    return seqs
+    for (c, n), k in zip(shapes, needed):
+        seqs.append(SeqSlice(c, n, [pool.pop() for _ in range(k + rng.randint(0, spare_blocks))]))
+    return seqs, len(pool) + sum(len(s.block_ids) for s in seqs)
 
 
-def slot(s: SeqSlice, pos: int, block_size: int) -> int:
-    return s.block_ids[pos // block_size] * block_size + pos % block_size
+def random_shapes(rng: random.Random):
+    shapes = []
+    for _ in range(rng.randint(1, 8)):
+        ctx = rng.choice([0, 0, rng.randint(1, 40), rng.randint(1, 300)])
+        new = rng.choice([1, 1, rng.randint(1, 20)])
+        shapes.append((ctx, new))
+    return shapes
 
 
-def check_against_dense(seqs, block_size, seed):
+def check_against_dense(backend, seqs, block_size, seed, dtype=torch.float32, tol=1e-5):
     gen = torch.Generator().manual_seed(seed)
-    cache = KVCache(1, 160, block_size, HKV, D, torch.float32)
+    num_blocks = 1 + max(b for s in seqs for b in s.block_ids)
+    cache = KVCache(1, num_blocks, block_size, HKV, D, dtype)
+    cache.data.normal_(generator=gen)  # garbage outside each seq's tokens must not leak in
     k_pages, v_pages = cache.layer(0)
-    seqs = [seqs[i] for i in order_for_attention([s.num_new for s in seqs])]
-    dense = [(torch.randn(s.num_context + s.num_new, HKV, D, generator=gen),
-              torch.randn(s.num_context + s.num_new, HKV, D, generator=gen),
-              torch.randn(s.num_new, HQ, D, generator=gen)) for s in seqs]
+    order = backend.order(seqs)
+    seqs = [seqs[i] for i in order]
+    dense = [(torch.randn(s.num_context + s.num_new, HKV, D, generator=gen).to(dtype),
+              torch.randn(s.num_context + s.num_new, HKV, D, generator=gen).to(dtype),
+              torch.randn(s.num_new, HQ, D, generator=gen).to(dtype)) for s in seqs]
     for s, (k, v, _) in zip(seqs, dense):  # earlier steps' KV, written slot by slot
         for pos in range(s.num_context):
-            k_pages.view(-1, HKV, D)[slot(s, pos, block_size)] = k[pos]
-            v_pages.view(-1, HKV, D)[slot(s, pos, block_size)] = v[pos]
-    meta = build_metadata(seqs, block_size)
+            slot = s.block_ids[pos // block_size] * block_size + pos % block_size
+            k_pages.view(-1, HKV, D)[slot] = k[pos]
+            v_pages.view(-1, HKV, D)[slot] = v[pos]
+    meta = backend.build(seqs, block_size)
     new_k = torch.cat([k[s.num_context:] for s, (k, _, _) in zip(seqs, dense)])
     new_v = torch.cat([v[s.num_context:] for s, (_, v, _) in zip(seqs, dense)])
     write_kv(k_pages, v_pages, meta.slot_mapping, new_k, new_v)
     q = torch.cat([q for _, _, q in dense])
-    out = paged_attention(q, new_k, new_v, k_pages, v_pages, meta, D ** -0.5)
+    out = backend.attend(q, new_k, new_v, k_pages, v_pages, meta, D ** -0.5)
     expected = torch.cat([dense_attention(q, k, v, s.num_context)
                           for s, (k, v, q) in zip(seqs, dense)])
-    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.double(), expected, atol=tol, rtol=tol)
     return meta
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("block_size", [1, 4, 16])
-@pytest.mark.parametrize("seed", range(8))
-def test_paged_attention_matches_dense_reference(seed, block_size):
-    check_against_dense(random_step(random.Random(seed), block_size, 160), block_size, seed)
+@pytest.mark.parametrize("seed", range(6))
+def test_random_mixed_steps_match_dense(backend, seed, block_size):
+    rng = random.Random(seed)
+    seqs, _ = with_tables(random_shapes(rng), block_size, rng, spare_blocks=1)
+    check_against_dense(attention_backend(backend), seqs, block_size, seed)
 
 
-@pytest.mark.parametrize("lengths, causal_fast_path", [((9, 9, 9), True), ((9, 3, 12), False)])
-def test_prompts_without_context_attend_to_their_own_new_kv(lengths, causal_fast_path):
-    seqs = [SeqSlice(0, n, [3 * i, 3 * i + 1, 3 * i + 2]) for i, n in enumerate(lengths)]
-    meta = check_against_dense(seqs + [SeqSlice(20, 1, [20, 21, 22])], 8, seed=0)
-    prefill = meta.groups[1]
-    assert prefill.block_table is None and (prefill.mask is None) == causal_fast_path
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_long_context_among_many_short(backend):
+    # 1 x 1,800 + 47 x 330 decodes (the skew case) at block size 16; the long one spans
+    # several kernel partitions, so their log-sum-exp merge is checked too.
+    assert 1800 > 3 * DECODE_PARTITION_TOKENS
+    rng = random.Random(1)
+    seqs, _ = with_tables([(1799, 1)] + [(329, 1)] * 47, 16, rng)
+    check_against_dense(attention_backend(backend), seqs, 16, seed=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_single_token_contexts_and_block_boundaries(backend):
+    bs = 8
+    shapes = [(0, 1), (1, 1), (bs - 1, 1), (bs, 1), (bs + 1, 1), (2 * bs - 1, 1),  # decodes
+              (0, bs), (0, bs + 1), (bs - 1, 2), (bs, bs), (1, 2 * bs - 1)]        # multi-token
+    rng = random.Random(2)
+    seqs, _ = with_tables(shapes, bs, rng)
+    check_against_dense(attention_backend(backend), seqs, bs, seed=2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chunked_prefill_over_existing_kv_mixed_with_decodes(backend):
+    rng = random.Random(3)
+    shapes = [(600, 64), (37, 20), (250, 1), (3, 1), (900, 1), (0, 45), (0, 45), (0, 12)]
+    seqs, _ = with_tables(shapes, 16, rng)
+    check_against_dense(attention_backend(backend), seqs, 16, seed=3)
+
+
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
+def test_bfloat16_cache_is_close_to_float64(backend):
+    rng = random.Random(4)
+    seqs, _ = with_tables([(700, 1), (40, 1), (5, 1), (30, 9)], 16, rng)
+    check_against_dense(attention_backend(backend), seqs, 16, seed=4, dtype=torch.bfloat16, tol=3e-2)
+
+
+def test_kernel_takes_every_decode_and_buckets_take_the_rest():
+    attn = attention_backend("kernel")
+    seqs, _ = with_tables([(1799, 1), (329, 1), (329, 1), (0, 40), (200, 30)], 16, random.Random(5))
+    meta = attn.build([seqs[i] for i in attn.order(seqs)], 16)
+    kinds = [type(g) for g in meta.groups]
+    assert kinds == [DecodeGroup, SdpaBucket, SdpaBucket]
+    decode = meta.groups[0]
+    assert sorted(decode.seq_lens.tolist()) == [330, 330, 1800]
+    assert decode.block_table.dtype == torch.int32 and decode.block_table.shape == (3, 113)
+
+
+def test_buckets_bound_the_padding():
+    # Skewed decodes: the long seq gets its own bucket, so the padded work is the sum of
+    # the real lengths, not batch x longest.
+    seqs, _ = with_tables([(329, 1)] * 47 + [(1799, 1)], 16, random.Random(6))
+    ordered = [seqs[i] for i in order_for_attention(seqs)]
+    assert bucket_bounds(ordered) == [(0, 47), (47, 48)]
+    # Random shapes: every bucket's padded area is within BUCKET_RATIO**2 of its real area.
+    rng = random.Random(7)
+    for _ in range(200):
+        seqs = [SeqSlice(rng.choice([0, rng.randint(0, 2000)]), rng.choice([1, rng.randint(1, 500)]), [])
+                for _ in range(rng.randint(1, 40))]
+        ordered = [seqs[i] for i in order_for_attention(seqs)]
+        for lo, hi in bucket_bounds(ordered):
+            run = ordered[lo:hi]
+            new = [s.num_new for s in run]
+            total = [s.num_context + s.num_new for s in run]
+            assert (min(new) == 1) == (max(new) == 1)
+            padded = len(run) * max(new) * max(total)
+            assert padded <= BUCKET_RATIO ** 2 * sum(n * t for n, t in zip(new, total)) + 1e-9
 
 
 def test_metadata_positions_and_slots():
@@ -86,7 +158,7 @@ def test_metadata_positions_and_slots():
     assert meta.slot_mapping.tolist() == [3 * 4 + 1, 9 * 4 + 2, 9 * 4 + 3, 1 * 4 + 0]
     assert [(g.start, g.stop, g.max_new) for g in meta.groups] == [(0, 1, 1), (1, 4, 3)]
     wide = build_metadata([SeqSlice(3, 1, [7]), SeqSlice(4, 9, [9, 1, 4, 2])], block_size=4)
-    assert [tuple(g.block_table.shape) for g in wide.groups] == [(1, 1), (1, 4)]
+    assert [g.gather.tolist() for g in wide.groups] == [[7], [9, 1, 4, 2]]
 
 
 def test_metadata_rejects_short_block_table_and_bad_order():
@@ -94,9 +166,16 @@ def test_metadata_rejects_short_block_table_and_bad_order():
         build_metadata([SeqSlice(4, 1, [0])], block_size=4)
     with pytest.raises(ValueError, match="at least one new token"):
         build_metadata([SeqSlice(4, 0, [0, 1])], block_size=4)
-    with pytest.raises(ValueError, match="ordered"):
+    with pytest.raises(ValueError, match="order"):
         build_metadata([SeqSlice(0, 3, [0]), SeqSlice(3, 1, [1])], block_size=4)
 
 
-def test_order_puts_single_token_seqs_first_stably():
-    assert order_for_attention([3, 1, 7, 1, 2]) == [1, 3, 0, 2, 4]
+def test_order_puts_decodes_first_by_length_then_the_rest_by_size():
+    seqs = [SeqSlice(0, 3, []), SeqSlice(9, 1, []), SeqSlice(0, 7, []), SeqSlice(2, 1, []),
+            SeqSlice(5, 2, []), SeqSlice(2, 1, [])]
+    assert order_for_attention(seqs) == [3, 5, 1, 4, 0, 2]
+
+
+def test_requiring_the_kernel_off_cpu_is_an_error():
+    with pytest.raises(RuntimeError, match="runs on CPU"):
+        TorchAttention("meta", decode_kernel=True)

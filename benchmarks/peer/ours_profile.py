@@ -33,6 +33,7 @@ import engines.torch.model as model_mod  # noqa: E402
 from engines.scheduler import SchedulerConfig  # noqa: E402
 from engines.torch.checkpoint import load_model  # noqa: E402
 from engines.torch.executor import TorchExecutor  # noqa: E402
+from engines.torch.paged_attention import TorchAttention  # noqa: E402
 from ours_offline import generate  # noqa: E402
 
 TIMES: collections.Counter = collections.Counter()
@@ -64,8 +65,8 @@ def instrument() -> None:
     m.apply_rope = timed("rope", m.apply_rope)
     m.cos_sin = timed("rope_cos_sin", m.cos_sin)
     m.write_kv = timed("kv_write", m.write_kv)
-    m.TorchAttention.attend = timed("attention", m.TorchAttention.attend)
-    m.TorchAttention.build = timed("metadata", m.TorchAttention.build)
+    TorchAttention.attend = timed("attention", TorchAttention.attend)
+    TorchAttention.build = timed("metadata", TorchAttention.build)
     m.F = _Embedding(m.F)
     m.LlamaModel._attention = timed("_attention_total", m.LlamaModel._attention)
     m.LlamaModel._mlp = timed("_mlp_total", m.LlamaModel._mlp)

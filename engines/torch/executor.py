@@ -25,8 +25,8 @@ import torch
 
 from engines.plan import ScheduledSeq, StepPlan, StepResult
 from engines.torch.config import LlamaConfig
-from engines.torch.model import LlamaModel, TorchAttention, pack_cpu_weights
-from engines.torch.paged_attention import KVCache, SeqSlice, order_for_attention
+from engines.torch.model import LlamaModel, pack_cpu_weights
+from engines.torch.paged_attention import KVCache, SeqSlice, TorchAttention
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,10 @@ class TorchExecutor:
                              f"max_position_embeddings={limit}")
         start = time.perf_counter()
         with torch.inference_mode():
-            order = order_for_attention([s.num_new_tokens for s in plan.seqs])
+            slices = [_slice(s) for s in plan.seqs]
+            order = self.attention.order(slices)
             ordered = [plan.seqs[i] for i in order]
-            meta = self.attention.build([_slice(s) for s in ordered], self.block_size)
+            meta = self.attention.build([slices[i] for i in order], self.block_size)
             input_ids = self._input_ids(ordered, meta.positions)
             rows, keys = _sample_rows(plan.seqs, ordered)
             logits = self.model(input_ids, meta, self.kv_cache, self.attention,

@@ -62,6 +62,8 @@ def flashinfer_metadata(seqs: Sequence[SeqSlice], block_size: int) -> FlashInfer
 class FlashInferAttention:
     """AttentionBackend (see model.py) over flashinfer's paged prefill kernel."""
 
+    name = "flashinfer"
+
     def __init__(self, device: torch.device, num_qo_heads: int, num_kv_heads: int,
                  head_dim: int, dtype: torch.dtype, scale: float):
         import flashinfer
@@ -69,6 +71,9 @@ class FlashInferAttention:
         self.heads = (num_qo_heads, num_kv_heads, head_dim)
         workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
         self.wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+
+    def order(self, seqs: Sequence[SeqSlice]) -> list[int]:
+        return list(range(len(seqs)))  # flashinfer takes seqs in any order
 
     def build(self, seqs: Sequence[SeqSlice], block_size: int) -> FlashInferMetadata:
         """Plan the step once; every layer then reuses the plan in `attend`."""

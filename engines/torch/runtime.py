@@ -12,7 +12,9 @@ from engines.errors import ConfigError
 from engines.torch.checkpoint import load_config, load_model
 from engines.torch.config import CheckpointError, LlamaConfig
 from engines.torch.executor import Sampling, TorchExecutor, num_blocks_for_budget
+from engines.torch.attention_padded import PaddedAttention
 from engines.torch.make_model import make_checkpoint
+from engines.torch.paged_attention import TorchAttention
 from engines.torch.sizes import CHECKPOINT_SIZES
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,25 @@ def _default_kv_bytes(device: str, utilization: float) -> int:
 
 
 def make_executor(setup: TorchSetup, *, block_size: int, temperature: float, seed: int,
-                  num_threads: int | None) -> TorchExecutor:
+                  num_threads: int | None, attention: str = "auto") -> TorchExecutor:
+    backend = attention_backend(attention, setup.device)
     try:
         model = load_model(setup.checkpoint, dtype=setup.dtype, device=setup.device)
     except FileNotFoundError as err:
         raise CheckpointError(f"checkpoint {setup.checkpoint}: {err}") from None
     return TorchExecutor(model, num_blocks=setup.num_blocks, block_size=block_size, device=setup.device,
-                         dtype=setup.dtype, sampling=Sampling(temperature, seed), threads=num_threads)
+                         dtype=setup.dtype, sampling=Sampling(temperature, seed), threads=num_threads,
+                         attention=backend)
+
+
+def attention_backend(name: str, device: str):
+    """The executor.attention backend; None = the executor's default for the device
+    (flashinfer on CUDA where installed, else TorchAttention with the kernel if it builds)."""
+    if name == "padded":
+        return PaddedAttention(device)
+    if name == "auto":
+        return None
+    try:
+        return TorchAttention(device, decode_kernel=name == "kernel")
+    except RuntimeError as err:
+        raise ConfigError("executor.attention", "auto, torch or padded here", f"{name} ({err})") from None
