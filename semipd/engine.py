@@ -27,7 +27,6 @@ from engines.config import EngineConfig
 from engines.engine import Engine
 from engines.loop import Loop
 from engines.plan import Executor, StepPlan, StepResult
-from engines.request import Request
 from engines.scheduler import Scheduler, StepOutcome
 from engines.worker import Worker
 from semipd.controller import SLO, Decision, make_controller

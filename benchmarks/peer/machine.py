@@ -1,9 +1,9 @@
 """How busy the machine is: this 2-core box is shared, and a benchmark run next to
-another job measures the other job. Stdlib only (/proc/stat, getrusage)."""
+another job measures the other job. Stdlib only (/proc)."""
 from __future__ import annotations
 
 import os
-import resource
+import threading
 import time
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -41,30 +41,57 @@ def wait_idle(threshold: float = 0.15, max_wait_s: float = 600.0, quiet_s: float
 
 
 class ForeignLoad:
-    """Context manager: CPU-seconds used by processes OTHER than our children while it is
-    open, as a fraction of the machine. Our children's time comes from getrusage, so only
-    children that exited inside the block count as ours (use it around subprocess.run);
-    for a long-lived child pass `own_pids` and it reads their /proc/<pid>/stat instead."""
+    """Context manager: CPU-seconds used by processes OTHER than ours while it is open, as
+    a fraction of the machine. Ours are this process and every descendant, sampled from
+    /proc every `poll_s` by a thread (each process's last-seen CPU time counts), so
+    grandchildren killed without being reaped (vLLM's engine-core workers at shutdown)
+    still count as ours; a process loses at most its last `poll_s` of CPU.
+    `own_pids` also counts those processes' trees (e.g. a server started outside the block)."""
 
-    def __init__(self, own_pids: list[int] | None = None):
-        self.own_pids = own_pids
+    def __init__(self, own_pids: list[int] | None = None, poll_s: float = 0.5):
+        self.own_pids, self.poll_s = own_pids or [], poll_s
+        self._seen: dict[tuple[int, str], float] = {}
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        for root in [os.getpid(), *self.own_pids]:
+            for p in [root] + descendants(root):
+                stat = _stat(p)
+                if stat is not None and p != os.getpid():
+                    self._seen[(p, stat[21])] = (int(stat[13]) + int(stat[14])) / HZ
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self._sample()
 
     def _own_s(self) -> float:
-        if self.own_pids is None:
-            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-            me = resource.getrusage(resource.RUSAGE_SELF)
-            return ru.ru_utime + ru.ru_stime + me.ru_utime + me.ru_stime
-        return sum(tree_cpu_s(p) for p in self.own_pids) + time.process_time()
+        return sum(self._seen.values()) + time.process_time()
 
     def __enter__(self):
+        self._sample()
         self.t0, self.busy0, self.own0 = time.monotonic(), busy_s(), self._own_s()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
         wall = time.monotonic() - self.t0
         foreign = (busy_s() - self.busy0) - (self._own_s() - self.own0)
         self.fraction = max(0.0, foreign) / max(wall * NUM_CPUS, 1e-9)
         return False
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat fields, numbered as in proc(5) minus 1 (pid and comm first)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, tail = f.read().rsplit(")", 1)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return [head.split(" (", 1)[0], head.split(" (", 1)[-1]] + tail.split()
 
 
 def tree_cpu_s(pid: int) -> float:

@@ -7,7 +7,7 @@
 
 Per model: 32 prompts of 128 seeded-random token ids (stdlib `random.Random(seed)`, ids
 below 128000 so no special tokens; written to one JSON file both engines read), 64 output
-tokens each, EOS ignored, greedy, bf16, 2 threads. Each engine runs in its own process
+tokens each, EOS ignored, greedy, bf16 (`--dtype`), 2 threads. Each engine runs in its own process
 (never two at once), `--rounds` fresh processes per engine interleaved with the others;
 each process does one warm-up generation, then `--repeats` timed ones and reports their
 median; the table shows the median process. vLLM runs from .venv-vllm (`make vllm-venv`)
@@ -131,6 +131,8 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop vLLM's process group too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="tiny_llama,small_llama")
     ap.add_argument("--modes", default="eager,compiled", help="vLLM modes (enforce_eager True/False)")
@@ -140,6 +142,9 @@ def main() -> None:
     ap.add_argument("--num-prompts", type=int, default=32)
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=64)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                    help="both engines (on a CPU without native bf16 matmul, ours computes bf16 linears "
+                         "in float32, see engines/torch/model.py pack_cpu_weights)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout-s", type=float, default=1200, help="per worker process")
     ap.add_argument("--vllm-preload", default="tcmalloc,iomp",
@@ -157,7 +162,8 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     prompts = make_prompts(args.num_prompts, args.input_len, args.seed, out_dir / f"offline_{stamp}_prompts.json")
-    common = ["--prompts", str(prompts), "--output-len", str(args.output_len), "--repeats", str(args.repeats)]
+    common = ["--prompts", str(prompts), "--output-len", str(args.output_len), "--repeats", str(args.repeats),
+              "--dtype", args.dtype]
     rows = []
     for model in args.models.split(","):
         ckpt = ensure_checkpoint(model)
@@ -199,7 +205,7 @@ def main() -> None:
 
 def render(rows: list[dict], args) -> str:
     lines = [f"Offline: {args.num_prompts} prompts x {args.input_len} tokens in, {args.output_len} out "
-             f"(ignore EOS, greedy), bf16, 2 threads. Each engine: {args.rounds} fresh processes, interleaved; "
+             f"(ignore EOS, greedy), {args.dtype}, 2 threads. Each engine: {args.rounds} fresh processes, interleaved; "
              f"each process times {args.repeats} generations after a warm-up and reports their median; the "
              "table shows the median process (min-max over processes in brackets).", "",
              "| engine | model | dtype | mode | LD_PRELOAD | output tok/s | wall s | prefill s | decode step ms "

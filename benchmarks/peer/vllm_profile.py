@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 _LEAF = {"embed_tokens": "embed", "input_layernorm": "rmsnorm", "post_attention_layernorm": "rmsnorm",

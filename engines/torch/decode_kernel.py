@@ -4,9 +4,11 @@ The kernel is compiled with torch's cpp_extension (g++ and ninja: `apt install g
 `pip install ninja`) into torch's extension cache (~/.cache/torch_extensions, or
 $TORCH_EXTENSIONS_DIR), once per machine; later processes only load it (~0.1 s).
 It is built with -march=native, so the library name carries a hash of this CPU's model
-and instruction-set flags: a cache shared between different CPUs never loads a library
-built for another. If the build fails (no compiler), `available()` is False with the
-reason, and the attention falls back to the pure-torch path (paged_attention.py).
+and instruction-set flags (a cache shared between different CPUs never loads a library
+built for another) and of the source (two checkouts with different kernels, as in the
+A/B regression gate, each keep their own build instead of rebuilding in turn). If the
+build fails (no compiler), `load()` returns the reason, and the attention falls back to
+the pure-torch path (paged_attention.py).
 
     python -m engines.torch.decode_kernel      # build now (make setup does this)
 """
@@ -42,7 +44,8 @@ def load() -> str | None:
     else why it is not available. Cached: one attempt per process."""
     try:
         from torch.utils.cpp_extension import load as build
-        build(name=f"semipd_paged_decode_{_cpu_fingerprint()}", sources=[str(SOURCE)],
+        source_hash = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:10]
+        build(name=f"semipd_paged_decode_{_cpu_fingerprint()}_{source_hash}", sources=[str(SOURCE)],
               extra_cflags=CFLAGS, is_python_module=False, verbose=False)
     except Exception as err:  # no compiler or ninja, compile error, load error
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"

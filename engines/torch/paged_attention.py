@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from engines.torch import decode_kernel
+from engines.torch import decode_kernel as kernel
 
 BUCKET_RATIO = 1.25
 # Keys per work item of the decode kernel: smaller splits long contexts over more
@@ -110,7 +110,7 @@ class TorchAttention:
         self.device = torch.device(device)
         self.use_kernel = False
         if decode_kernel is not False and self.device.type == "cpu":
-            why = decode_kernel_unavailable()
+            why = kernel.load()
             if why is not None and decode_kernel:
                 raise RuntimeError(f"the C++ decode-attention kernel is unavailable: {why}")
             self.use_kernel = why is None
@@ -129,10 +129,6 @@ class TorchAttention:
 
     def attend(self, q, k, v, k_pages, v_pages, meta: AttnMetadata, scale: float):
         return paged_attention(q, k, v, k_pages, v_pages, meta, scale)
-
-
-def decode_kernel_unavailable() -> str | None:
-    return decode_kernel.load()
 
 
 def order_for_attention(seqs: Sequence[SeqSlice]) -> list[int]:
@@ -274,7 +270,7 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_pages: 
 
 
 def _decode(q, k_pages, v_pages, g: DecodeGroup, scale: float) -> torch.Tensor:
-    return decode_kernel.paged_decode(q.contiguous(), k_pages, v_pages, g.block_table, g.seq_lens,
+    return kernel.paged_decode(q.contiguous(), k_pages, v_pages, g.block_table, g.seq_lens,
                                       scale, DECODE_PARTITION_TOKENS)
 
 
