@@ -179,3 +179,29 @@ def test_order_puts_decodes_first_by_length_then_the_rest_by_size():
 def test_requiring_the_kernel_off_cpu_is_an_error():
     with pytest.raises(RuntimeError, match="runs on CPU"):
         TorchAttention("meta", decode_kernel=True)
+
+
+@pytest.mark.parametrize("kernel_ms,torch_ms,keeps_kernel", [(1.0, 2.0, True), (2.0, 1.0, False)])
+def test_auto_keeps_the_kernel_only_where_it_is_measured_faster(monkeypatch, kernel_ms, torch_ms, keeps_kernel):
+    from engines.torch import attention_choice, decode_kernel
+    if decode_kernel.load() is not None:
+        pytest.skip("no compiler: auto is the torch path")
+    calls = []
+
+    def fake_timings(*args, **kw):
+        calls.append(args)
+        return {"kernel": kernel_ms, "torch": torch_ms}
+    monkeypatch.setattr(attention_choice, "time_decode_paths_ms", fake_timings)
+    auto = TorchAttention("cpu")
+    auto.calibrate(8, 2, 64, torch.bfloat16)
+    assert auto.use_kernel is keeps_kernel and auto.calibration_ms == {"kernel": kernel_ms, "torch": torch_ms}
+    assert calls == [(8, 2, 64, torch.bfloat16)]
+    forced = TorchAttention("cpu", decode_kernel=True)  # executor.attention=kernel: never second-guessed
+    forced.calibrate(8, 2, 64, torch.bfloat16)
+    assert forced.use_kernel and len(calls) == 1
+
+
+def test_calibration_times_both_paths_on_real_calls():
+    from engines.torch.attention_choice import time_decode_paths_ms
+    ms = time_decode_paths_ms(4, 2, 64, torch.float32, batch=4, context=40, repeats=1)
+    assert set(ms) <= {"kernel", "torch"} and "torch" in ms and all(v > 0 for v in ms.values())

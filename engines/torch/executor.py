@@ -105,6 +105,9 @@ class TorchExecutor:
         self.kv_cache, self.block_size = kv_cache, block_size
         self.sampling = sampling
         self.attention = attention or _default_attention(self.model, self.device)
+        calibrate = getattr(self.attention, "calibrate", None)
+        if calibrate is not None:  # auto: the faster decode path for this CPU and model
+            calibrate(c.num_attention_heads, c.num_key_value_heads, c.head_dim, self.model.dtype)
 
     def execute(self, plan: StepPlan, share: float = 1.0) -> StepResult:
         if not plan.seqs:

@@ -103,12 +103,15 @@ class TorchAttention:
     """AttentionBackend (model.py) over the paged cache.
 
     `decode_kernel`: True requires the C++ kernel (RuntimeError if it cannot be built),
-    False never uses it, None uses it when it builds (CPU only).
+    False never uses it, None uses it when it builds (CPU only) and `calibrate` does not
+    find the pure-torch path faster for the model's shapes (attention_choice.py).
     """
 
     def __init__(self, device: str | torch.device = "cpu", decode_kernel: bool | None = None):
         self.device = torch.device(device)
         self.use_kernel = False
+        self.auto = decode_kernel is None
+        self.calibration_ms: dict[str, float] | None = None  # auto: measured ms per decode path
         if decode_kernel is not False and self.device.type == "cpu":
             why = kernel.load()
             if why is not None and decode_kernel:
@@ -120,6 +123,13 @@ class TorchAttention:
     @property
     def name(self) -> str:
         return "paged+kernel" if self.use_kernel else "paged"
+
+    def calibrate(self, num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> None:
+        """auto: keep the kernel only if it is measured faster here for these shapes."""
+        if self.auto and self.use_kernel:
+            from engines.torch.attention_choice import time_decode_paths_ms
+            self.calibration_ms = time_decode_paths_ms(num_heads, num_kv_heads, head_dim, dtype)
+            self.use_kernel = self.calibration_ms["kernel"] <= self.calibration_ms["torch"]
 
     def order(self, seqs: Sequence[SeqSlice]) -> list[int]:
         return order_for_attention(seqs)

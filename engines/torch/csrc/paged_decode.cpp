@@ -33,12 +33,17 @@ inline float to_float(at::BFloat16 x) {
   return f;
 }
 
-template <typename T>
-inline float dot(const float* q, const T* k, int64_t dim) {
+inline float dot(const float* q, const float* k, int64_t dim) {
   float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t d = 0; d < dim; ++d) sum += q[d] * to_float(k[d]);
+  for (int64_t d = 0; d < dim; ++d) sum += q[d] * k[d];
   return sum;
+}
+
+template <typename T>
+inline void convert(const T* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) y[d] = to_float(x[d]);
 }
 
 template <typename T>
@@ -80,18 +85,21 @@ void decode(const at::Tensor& q, const at::Tensor& k_pages, const at::Tensor& v_
   const int64_t token_stride = num_kv_heads * dim;  // one token's row in a page
 
   at::parallel_for(0, num_items, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> qf(num_heads * dim), logits(num_heads * partition_size);
+    std::vector<float> qf(num_heads * dim), logits(num_heads * partition_size), kvf(token_stride);
     for (int64_t i = begin; i < end; ++i) {
       const Item it = items[i];
       const int64_t n = it.key_end - it.key_begin;
       const T* qs = qp + it.seq * num_heads * dim;
       for (int64_t x = 0; x < num_heads * dim; ++x) qf[x] = to_float(qs[x]) * static_cast<float>(scale);
       const int32_t* row = table + it.seq * table_width;
+      // Each key row is converted to float once and used by the `group` query heads
+      // that share its KV head (GQA), for both the logits and, below, the values.
       for (int64_t t = 0; t < n; ++t) {
         const int64_t key = it.key_begin + t;
         const T* k = kp + (static_cast<int64_t>(row[key / block_size]) * block_size + key % block_size) * token_stride;
+        convert(k, kvf.data(), token_stride);
         for (int64_t h = 0; h < num_heads; ++h)
-          logits[h * partition_size + t] = dot(&qf[h * dim], k + (h / group) * dim, dim);
+          logits[h * partition_size + t] = dot(&qf[h * dim], &kvf[(h / group) * dim], dim);
       }
       float* out_i = &part_out[i * num_heads * dim];
       std::fill(out_i, out_i + num_heads * dim, 0.f);
@@ -111,8 +119,9 @@ void decode(const at::Tensor& q, const at::Tensor& k_pages, const at::Tensor& v_
       for (int64_t t = 0; t < n; ++t) {
         const int64_t key = it.key_begin + t;
         const T* v = vp + (static_cast<int64_t>(row[key / block_size]) * block_size + key % block_size) * token_stride;
+        convert(v, kvf.data(), token_stride);
         for (int64_t h = 0; h < num_heads; ++h)
-          axpy(logits[h * partition_size + t], v + (h / group) * dim, out_i + h * dim, dim);
+          axpy(logits[h * partition_size + t], &kvf[(h / group) * dim], out_i + h * dim, dim);
       }
     }
   });
