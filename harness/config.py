@@ -18,6 +18,7 @@ RATE_UNITS = ("gpu", "instance")
 # The torch executor's dtypes (engines/torch/runtime.py; a test keeps the two equal, as
 # this module must not import torch) and devices: torch.device strings it supports.
 ATTENTION_BACKENDS = ("auto", "kernel", "torch", "padded")
+RUNTIMES = ("processes", "inprocess")
 TORCH_DTYPES = ("bfloat16", "float32", "float16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -48,6 +49,12 @@ class ExecutorConfig:
     # torch, CPU attention: auto = the C++ decode kernel where it builds, else torch ops;
     # kernel = require the kernel; torch = torch ops only; padded = the old padded path.
     attention: str = "auto"
+    # torch: processes = every worker in its own process over shared weights and KV (any
+    # design); inprocess = one unified worker computing inside the driver.
+    runtime: str = "processes"
+    # torch, CPU: oneDNN-packed copies of the linear weights (faster GEMMs, one private
+    # copy per worker process); false = every worker computes on the shared weights only.
+    pack_weights: bool = True
 
     def validate(self) -> None:
         check_choice("executor.name", self.name, EXECUTORS)
@@ -59,6 +66,7 @@ class ExecutorConfig:
         check_number("executor.temperature", self.temperature, 0.0)
         check_int("executor.kv_cache_bytes", self.kv_cache_bytes, 1, optional=True)
         check_choice("executor.attention", self.attention, ATTENTION_BACKENDS)
+        check_choice("executor.runtime", self.runtime, RUNTIMES)
 
 
 @dataclass

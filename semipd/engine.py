@@ -141,10 +141,13 @@ class SemiPDEngine(Engine):
 
     def _apply_pending(self, index: int, dev: _Device, worker: Worker) -> None:
         item = dev.pending.get(worker.name)
-        if item is not None and item[0] <= self.loop.now_s and worker.name not in dev.inflight:
+        if item is not None and item[0] <= self.loop.now_s and not worker.busy:  # iteration boundary
             del dev.pending[worker.name]
             share_pct = item[1]
             worker.share = share_pct / 100.0
+            set_share = getattr(worker.executor, "set_share", None)
+            if set_share is not None:  # a real worker: re-bind its cores (engines/torch/procs.py)
+                set_share(share_pct)
             old = (dev.x_pct, dev.y_pct)
             if worker is dev.prefill:
                 dev.x_pct = share_pct
