@@ -71,19 +71,23 @@ def test_designs_on_worker_processes_emit_the_same_tokens(checkpoint, tmp_path, 
         assert not set(cores["prefill0"]) & set(cores["decode0"])  # x + y <= 100: disjoint cores
 
 
-def test_semipd_tokens_hold_across_preemption_and_share_switches(checkpoint, tmp_path, reference):
+@pytest.mark.parametrize("switch", ["inplace", "standby"])
+def test_semipd_tokens_hold_across_preemption_and_share_switches(checkpoint, tmp_path, reference, switch):
     # A pool of 10 blocks for 8 requests of 3 blocks forces preemptions; an impossible TTFT
     # SLO with a 2-request window makes the controller move the shares again and again.
     result = run(checkpoint, tmp_path, "switching", "engine=semipd", "engine.semipd.controller=slo_code",
                  "engine.semipd.window_requests=2", "slo.ttft_s=0.000001", "engine.semipd.floor_pct=50",
-                 "engine.semipd.step_pct=25",
+                 "engine.semipd.step_pct=25", f"executor.share_switch={switch}",
                  f"executor.kv_cache_bytes={10 * BLOCK_BYTES}")
     assert outputs(result) == reference
     assert result.summary["num_preemptions"] > 0
     assert result.summary["num_share_switches"] > 0
-    if os.cpu_count() >= 2:  # y 100 -> 50 takes the decode worker from 2 cores to 1, in place
+    if os.cpu_count() >= 2:  # y 100 -> 50 takes the decode worker from 2 cores to 1
         assert result.summary["worker_cores"]["decode0"] == [os.cpu_count() - 1]
-        assert len(result.summary["share_rebind_s"]) >= 1
+        if switch == "inplace":
+            assert len(result.summary["share_rebind_s"]) >= 1 and result.summary["num_standby_handovers"] == 0
+        else:
+            assert result.summary["num_standby_handovers"] >= 1 and result.summary["share_rebind_s"] == []
 
 
 def _children(pid):

@@ -100,9 +100,12 @@ class ProcessRuntime:
     """
 
     def __init__(self, setup: TorchSetup, *, block_size: int, temperature: float, seed: int,
-                 attention: str = "auto", cores: Sequence[int] | None = None, pack_weights: bool = True) -> None:
+                 attention: str = "auto", cores: Sequence[int] | None = None, pack_weights: bool = True,
+                 share_switch: str = "inplace") -> None:
         attention_backend(attention, setup.device)  # bad executor.attention fails here, not in a worker
         self.setup, self.block_size, self.attention, self.pack_weights = setup, block_size, attention, pack_weights
+        # On a GPU the MPS percentage is fixed per process: only a standby can change it.
+        self.share_switch = "standby" if setup.device.startswith("cuda") else share_switch
         self.sampling = Sampling(temperature, seed)
         self.cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
         self.executors: list[ProcessExecutor] = []
@@ -141,9 +144,9 @@ class ProcessRuntime:
         own = self.instance_cores(instance, num_instances)
         side = side_of(role)
         spec = WorkerSpec(name, tuple(cpu_cores_for_share(share_pct, own, side)), side, self.block_size,
-                          self.sampling, self.attention, self.setup.device, self.pack_weights)
+                          self.sampling, self.attention, self.setup.device, self.pack_weights, share_pct)
         model, kv = self.instance(instance)
-        executor = ProcessExecutor(spec, model, kv, own)
+        executor = ProcessExecutor(spec, model, kv, own, switch=self.share_switch)
         self.executors.append(executor)
         return executor
 
@@ -178,7 +181,9 @@ class ProcessRuntime:
                 "worker_cores": {ex.name: list(ex.cores) for ex in self.executors},
                 "memory_pss_bytes": pss, "memory_pss_bytes_total": sum(pss.values()),
                 "num_model_copies_loaded": len(self.instances),
+                "share_switch": self.share_switch,
                 "share_rebind_s": [t for ex in self.executors for t in ex.rebind_s],
+                "num_standby_handovers": sum(ex.num_handovers for ex in self.executors),
                 "runtime_notes": self.notes}
         if self.transport is not None:
             out["kv_copy_s_total"] = sum(self.transport.copy_s)
