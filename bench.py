@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from engines.errors import WorkerError
 from harness.config import RunConfig
 from harness.errors import USER_ERRORS, config_conversion_error, nothing_served_error
 from harness.run import run
@@ -40,6 +41,9 @@ def main(dcfg: DictConfig) -> None:
         # no traceback, exit 2. Anything else is a bug: Hydra prints its traceback, exit 1.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except WorkerError as err:  # a worker process died or failed; the run dir keeps what finished
+        print(f"error: {err}\nresults so far: {run_dir}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _run_config(dcfg: DictConfig) -> RunConfig:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from engines.blocks import BlockPool
 from engines.config import EngineConfig
@@ -41,11 +41,53 @@ class KVLink:
         return num_bytes / self.bandwidth_bytes_s + self.latency_s
 
 
+@dataclass(frozen=True)
+class TransferRecord:
+    """One row of `kv_transfers.csv`: a request's KV moving from a prefill to a decode pool."""
+
+    request_id: int
+    src_pool: str
+    dst_pool: str
+    start_s: float
+    duration_s: float
+    num_bytes: int
+    num_tokens: int
+
+
+OnTransferDone = Callable[[int, float], None]  # (bytes moved, seconds)
+
+
+class KVTransport(Protocol):
+    """Moves a request's KV between pools and calls `on_done` when it has landed. Returns
+    the duration if known in advance (a simulated link), else None."""
+
+    def start(self, num_tokens: int, src: BlockPool, src_blocks: list[int], dst: BlockPool,
+              dst_blocks: list[int], on_done: OnTransferDone) -> float | None: ...
+
+
+class SimulatedTransport:
+    """The simulator's transport: no data, a duration from the link (bytes / bandwidth +
+    latency) on the loop's clock."""
+
+    def __init__(self, loop: Loop, link: KVLink, kv_bytes_per_token_per_gpu: float) -> None:
+        self.loop, self.link, self.kv_bytes_per_token_per_gpu = loop, link, kv_bytes_per_token_per_gpu
+
+    def start(self, num_tokens, src, src_blocks, dst, dst_blocks, on_done: OnTransferDone) -> float:
+        num_bytes = num_tokens * self.kv_bytes_per_token_per_gpu
+        duration_s = self.link.transfer_s(num_bytes)
+        self.loop.at(self.loop.now_s + duration_s, lambda: on_done(int(num_bytes), duration_s))
+        return duration_s
+
+
 class DisaggEngine(Engine):
     def __init__(self, *args, link: KVLink, kv_bytes_per_token_per_gpu: float,
-                 host_link: KVLink | None = None, **kw) -> None:
+                 host_link: KVLink | None = None, transport: KVTransport | None = None, **kw) -> None:
         super().__init__(*args, **kw)
         self.link = link
+        # A real run's transport copies the KV (engines/torch/transfer.py); `link` is then
+        # only a label.
+        self.transport = transport or SimulatedTransport(self.loop, link, kv_bytes_per_token_per_gpu)
+        self.transfers: list[TransferRecord] = []
         self.host_link = host_link  # GPU <-> host memory, for swap preemption
         self.kv_bytes_per_token_per_gpu = kv_bytes_per_token_per_gpu
         self.decoders = [w.scheduler for w in self.workers if w.scheduler.role == "decode"]
@@ -127,11 +169,20 @@ class DisaggEngine(Engine):
                 self._transfer(req, dec, dec.pool.allocate(dst_blocks))
 
     def _transfer(self, req: Request, dec: Scheduler, dst_blocks: list[int]) -> None:
-        duration_s = self.link.transfer_s(req.num_computed_tokens * self.kv_bytes_per_token_per_gpu)
         self._incoming[req.id] = (dst_blocks, dec.pool)
         self.num_transfers += 1
-        self.transfer_s_total += duration_s
-        self.loop.at(self.loop.now_s + duration_s, lambda: self._transfer_done(req, dec, dst_blocks))
+        src_pool, start_s, num_tokens = self._held[req.id][1], self.loop.now_s, req.num_computed_tokens
+        known_s: list[float | None] = [None]
+
+        def landed(num_bytes: int, duration_s: float) -> None:
+            if known_s[0] is None:
+                self.transfer_s_total += duration_s
+            self.transfers.append(TransferRecord(req.id, src_pool.name, dec.pool.name, start_s, duration_s,
+                                                 num_bytes, num_tokens))
+            self._transfer_done(req, dec, dst_blocks)
+        known_s[0] = self.transport.start(num_tokens, src_pool, list(req.block_ids), dec.pool, dst_blocks, landed)
+        if known_s[0] is not None:  # summed at the start, in start order (bit-identical simulated totals)
+            self.transfer_s_total += known_s[0]
 
     def _transfer_done(self, req: Request, dec: Scheduler, dst_blocks: list[int]) -> None:
         _, src_pool = self._held.pop(req.id)
@@ -165,7 +216,8 @@ class DisaggEngine(Engine):
 
 def build_disagg(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], Executor],
                  num_kv_blocks: int, max_model_len: int, link: KVLink,
-                 kv_bytes_per_token_per_gpu: float, host_link: KVLink | None = None) -> DisaggEngine:
+                 kv_bytes_per_token_per_gpu: float, host_link: KVLink | None = None,
+                 transport: KVTransport | None = None) -> DisaggEngine:
     """`cfg.num_prefill` prefill and `cfg.num_decode` decode instances, each a TP group of
     `cfg.tp` GPUs with its own weights and a pool of `num_kv_blocks`."""
     workers, pools = [], []
@@ -178,4 +230,5 @@ def build_disagg(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
         pools.append(pool)
     return DisaggEngine(cfg.name, workers=workers, pools=pools, loop=loop,
                         num_gpus=len(roles) * cfg.tp * cfg.pp, max_model_len=max_model_len, num_weight_copies=len(roles),
-                        link=link, kv_bytes_per_token_per_gpu=kv_bytes_per_token_per_gpu, host_link=host_link)
+                        link=link, kv_bytes_per_token_per_gpu=kv_bytes_per_token_per_gpu, host_link=host_link,
+                        transport=transport)

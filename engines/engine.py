@@ -25,6 +25,12 @@ class Engine:
         self.on_request_done: Callable[[Request], None] | None = None
         self._next_entry = 0
         self.kv = KVUsageTracker(pools)
+        self.runtime = None  # real runs: the worker processes (engines/torch/runtime.py), closed by close()
+
+    def close(self) -> None:
+        """Stop and reap the worker processes of a real run (nothing to do in simulation)."""
+        if self.runtime is not None:
+            self.runtime.close()
 
     # ----- intake -----------------------------------------------------------------
     def entry_schedulers(self) -> list[Scheduler]:
@@ -67,8 +73,14 @@ class Engine:
         for worker in self.workers:
             if not worker.busy and worker.scheduler.has_work():
                 started = worker.start_step(now)
-                if started is not None:
-                    self._schedule_step_end(worker, started[0], started[1], now)
+                if started is None:
+                    continue
+                plan, result = started
+                if result is None:  # computing elsewhere: end the step when it reports back
+                    self.loop.when_ready(worker.executor.ready_source,
+                                         lambda w=worker, p=plan, s=now: self._end_step(w, p, w.executor.collect(), s))
+                else:
+                    self._schedule_step_end(worker, plan, result, now)
         self.kv.observe(now)
 
     def _schedule_step_end(self, worker: Worker, plan: StepPlan, result: StepResult,

@@ -37,6 +37,13 @@ class NothingServedError(UserError):
     """A run finished without serving any request (every one was rejected)."""
 
 
+class WorkerError(RuntimeError):
+    """A worker process of a real run died or failed (engines/torch/procs.py). Not a user
+    error, but not a driver bug either: the CLI prints the message, which names the
+    worker and its exit code or traceback, and exits 1; the run directory keeps what
+    finished."""
+
+
 def check_choice(option: str, value: object, valid: Iterable[str]) -> None:
     valid = tuple(valid)
     if value not in valid:

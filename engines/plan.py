@@ -6,7 +6,7 @@ executor reports back. Frozen, so that an executor cannot change scheduler state
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,19 @@ class Executor(Protocol):
     """Runs a step. `share` is the fraction (0, 1] of the device's compute the worker may use."""
 
     def execute(self, plan: StepPlan, share: float) -> StepResult: ...
+
+
+@runtime_checkable
+class AsyncExecutor(Protocol):
+    """Runs a step elsewhere (a worker process) while the driver goes on: `submit` starts
+    it, `ready_source` becomes readable (multiprocessing.connection.wait) when it ended,
+    and `collect` returns its result (or raises if the worker failed)."""
+
+    ready_source: Any
+
+    def submit(self, plan: StepPlan, share: float) -> None: ...
+
+    def collect(self) -> StepResult: ...
 
 
 @dataclass(frozen=True, slots=True)

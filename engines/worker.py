@@ -1,7 +1,7 @@
 """Worker: a scheduler plus an executor, with a compute share and a step log."""
 from __future__ import annotations
 
-from engines.plan import Executor, StepPlan, StepRecord, StepResult
+from engines.plan import AsyncExecutor, Executor, StepPlan, StepRecord, StepResult
 from engines.scheduler import Scheduler, StepOutcome
 
 
@@ -19,14 +19,20 @@ class Worker:
         self.busy = False
         self.records: list[StepRecord] = []
 
-    def start_step(self, now_s: float) -> tuple[StepPlan, StepResult] | None:
-        """Plan and execute one step starting at `now_s`; None if there is nothing to run."""
+    def start_step(self, now_s: float) -> tuple[StepPlan, StepResult | None] | None:
+        """Plan and start one step at `now_s`; None if there is nothing to run. The result
+        is None for an asynchronous executor (one with `submit`, e.g. a worker process):
+        the step then runs while the caller goes on, and `executor.collect()` returns it."""
         if self.busy:
             return None
         plan = self.scheduler.schedule(now_s)
         if plan is None:
             return None
-        result = self.executor.execute(plan, self.share)
+        if isinstance(self.executor, AsyncExecutor):
+            self.executor.submit(plan, self.share)
+            result = None
+        else:
+            result = self.executor.execute(plan, self.share)
         self.busy = True
         return plan, result
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
+import os
 from typing import Callable
 
 from engines.cluster import ClusterEngine
@@ -19,6 +22,8 @@ from sim.cost_model import RooflineCostModel
 from sim.executor import SimExecutor
 from sim.memory import estimate_activation_reserve_bytes, kv_bytes_per_block_per_gpu, kv_capacity_blocks
 from sim.specs import HardwareSpec, get_hardware, get_model
+
+log = logging.getLogger(__name__)
 
 # One direction, per GPU. PCIe 4.0 x16 ~25 GB/s usable (A100/A800), PCIe 5.0 ~50 GB/s
 # (H100/H200); between nodes the semi-PD 405B setup has 200 Gbit/s = 25 GB/s
@@ -52,25 +57,75 @@ def build_engine(cfg: RunConfig, loop: Loop) -> Engine:
 
 
 def _build_torch(cfg: RunConfig, loop: Loop) -> Engine:
-    """The real model in this process: one worker, so only the unified design (semi-PD and
-    disaggregation need one process per worker, not built yet)."""
+    """The real model. executor.runtime=processes (default): every worker in its own
+    process over shared weights and KV (engines/torch/runtime.py), any design;
+    inprocess: one unified worker computing inside the driver."""
     eng, ex = cfg.engine, cfg.executor
-    for option, value, wanted in (("engine.design", eng.design, "unified"), ("engine.num_instances",
-                                  eng.num_instances, 1), ("engine.tp", eng.tp, 1), ("engine.pp", eng.pp, 1)):
+    for option, value, wanted in (("engine.tp", eng.tp, 1), ("engine.pp", eng.pp, 1)):
         if value != wanted:
-            raise ConfigError(option, f"{wanted} with executor=torch (semi-PD, disaggregation and parallel "
-                              "layouts need one process per worker, which the real executor does not have "
-                              "yet: use executor=sim for them)", value)
+            raise ConfigError(option, f"{wanted} with executor=torch (tensor and pipeline parallel "
+                              "layouts are simulated only: use executor=sim)", value)
+    if eng.design == "cluster":
+        raise ConfigError("engine.design", "unified, semipd or disagg with executor=torch (mixed clusters "
+                          "are simulated only: use executor=sim)", eng.design)
+    if ex.runtime == "inprocess" and (eng.design, eng.num_instances) != ("unified", 1):
+        raise ConfigError("executor.runtime", "processes for semi-PD or several instances (inprocess "
+                          "runs one unified worker inside the driver)", ex.runtime)
     from engines.torch import runtime  # torch is imported only for real runs
     setup = runtime.prepare(cfg.model.name, cfg.model.checkpoint, device=ex.device, dtype=ex.dtype,
                             block_size=eng.block_size_tokens, kv_cache_bytes=ex.kv_cache_bytes,
                             gpu_memory_utilization=eng.gpu_memory_utilization)
-    executor = runtime.make_executor(setup, block_size=eng.block_size_tokens, temperature=ex.temperature,
-                                     seed=cfg.workload.seed, num_threads=ex.num_threads, attention=ex.attention)
-    engine = build_unified(eng, loop=loop, make_executor=lambda: executor, num_kv_blocks=setup.num_blocks,
-                           max_model_len=setup.config.max_position_embeddings)
+    common = dict(loop=loop, num_kv_blocks=setup.num_blocks, max_model_len=setup.config.max_position_embeddings)
+    if ex.runtime == "inprocess":
+        executor = runtime.make_executor(setup, block_size=eng.block_size_tokens, temperature=ex.temperature,
+                                         seed=cfg.workload.seed, num_threads=ex.num_threads,
+                                         attention=ex.attention)
+        engine = build_unified(eng, make_executor=lambda: executor, **common)
+    else:
+        engine = _build_on_processes(cfg, setup, runtime, common)
     engine.vocab_size = setup.config.vocab_size
     engine.eos_token_ids = setup.config.eos_token_ids  # stop ids unless executor.ignore_eos
+    return engine
+
+
+def _build_on_processes(cfg: RunConfig, setup, runtime, common: dict) -> Engine:
+    """Compose the design as in simulation, then give each worker a worker process: the
+    engine (schedulers, pools, controller) stays in the driver."""
+    eng, ex = cfg.engine, cfg.executor
+    procs = runtime.ProcessRuntime(setup, block_size=eng.block_size_tokens, temperature=ex.temperature,
+                                   seed=cfg.workload.seed, attention=ex.attention,
+                                   cores=sorted(os.sched_getaffinity(0))[:ex.num_threads or None],
+                                   pack_weights=ex.pack_weights, share_switch=ex.share_switch)
+    no_executor_yet = lambda: None  # noqa: E731 - replaced by a worker process below
+    if eng.design == "unified":
+        engine = build_unified(eng, make_executor=no_executor_yet, num_instances=eng.num_instances, **common)
+    elif eng.design == "disagg":  # the link is a label: the transport copies for real
+        if eng.preemption == "swap":  # DistServe's default, and disagg.yaml's
+            note = ("engine.preemption=swap runs as recompute with executor=torch: swapping KV to host "
+                    "memory is simulated only (on a CPU the pool already is host memory)")
+            log.warning(note)
+            procs.notes.append(note)
+            eng = dataclasses.replace(eng, preemption="recompute")
+        per_token = setup.config.kv_bytes_per_token(setup.dtype.itemsize)
+        engine = build_disagg(eng, make_executor=no_executor_yet, link=KVLink("shared_memory", math.inf, 0.0),
+                              kv_bytes_per_token_per_gpu=per_token, **common)
+    else:  # a real switch costs what it costs: no simulated start-up delay on top
+        real = dataclasses.replace(eng, semipd=dataclasses.replace(eng.semipd, switch_delay_s=0.0))
+        engine = build_semipd(real, slo=SLO(cfg.slo.ttft_s, cfg.slo.tpot_s), make_executor=no_executor_yet,
+                              **common)
+    engine.runtime = procs
+    try:
+        num_instances = len({w.device for w in engine.workers})
+        for w in engine.workers:
+            w.executor = procs.start(w.name, role=w.scheduler.role, share_pct=round(w.share * 100, 6),
+                                     instance=w.device, num_instances=num_instances)
+        if eng.design == "disagg":
+            engine.transport = procs.start_transport(
+                engine.loop, {w.scheduler.pool.name: w.device for w in engine.workers})
+        procs.wait_ready()
+    except BaseException:
+        procs.close()
+        raise
     return engine
 
 

@@ -18,6 +18,8 @@ RATE_UNITS = ("gpu", "instance")
 # The torch executor's dtypes (engines/torch/runtime.py; a test keeps the two equal, as
 # this module must not import torch) and devices: torch.device strings it supports.
 ATTENTION_BACKENDS = ("auto", "kernel", "torch", "padded")
+RUNTIMES = ("processes", "inprocess")
+SHARE_SWITCHES = ("inplace", "standby")
 TORCH_DTYPES = ("bfloat16", "float32", "float16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
@@ -48,6 +50,16 @@ class ExecutorConfig:
     # torch, CPU attention: auto = the C++ decode kernel where it builds, else torch ops;
     # kernel = require the kernel; torch = torch ops only; padded = the old padded path.
     attention: str = "auto"
+    # torch: processes = every worker in its own process over shared weights and KV (any
+    # design); inprocess = one unified worker computing inside the driver.
+    runtime: str = "processes"
+    # torch, CPU: oneDNN-packed copies of the linear weights (faster GEMMs, one private
+    # copy per worker process); false = every worker computes on the shared weights only.
+    pack_weights: bool = True
+    # torch, semi-PD: how a worker takes a new compute share. inplace = re-bind the live
+    # process's threads; standby = start a new process on the new cores and hand over at
+    # an iteration boundary (the paper's). GPUs always use standby (MPS is per process).
+    share_switch: str = "inplace"
 
     def validate(self) -> None:
         check_choice("executor.name", self.name, EXECUTORS)
@@ -59,6 +71,8 @@ class ExecutorConfig:
         check_number("executor.temperature", self.temperature, 0.0)
         check_int("executor.kv_cache_bytes", self.kv_cache_bytes, 1, optional=True)
         check_choice("executor.attention", self.attention, ATTENTION_BACKENDS)
+        check_choice("executor.runtime", self.runtime, RUNTIMES)
+        check_choice("executor.share_switch", self.share_switch, SHARE_SWITCHES)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Run one configuration end to end: workload -> engine -> loop -> results directory."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -11,6 +12,7 @@ import pandas as pd
 
 from engines.disagg import DisaggEngine
 from engines.engine import Engine, finalize_unfinished
+from engines.errors import WorkerError
 from engines.plan import StepRecord
 from engines.request import Request
 from engines.wallclock import WallClockLoop
@@ -49,6 +51,13 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> RunResult:
     cfg.validate()
     loop = VirtualLoop() if cfg.executor.name == "sim" else WallClockLoop()
     engine = build_engine(cfg, loop)
+    try:
+        return _run(cfg, engine, loop, Path(run_dir), config_yaml)
+    finally:
+        engine.close()  # worker processes of a real run: stopped and reaped, also on errors and Ctrl-C
+
+
+def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) -> RunResult:
     workload = build_workload(cfg.workload, num_gpus=_rate_units(cfg, engine))
     log.info("workload: %s", workload.source_used)
     requests = [Request.from_spec(s) for s in workload.specs]
@@ -57,22 +66,30 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> RunResult:
     _set_stop_tokens(cfg, engine, requests)
     for req in requests:
         loop.at(req.arrival_s, partial(engine.submit, req))
+    failure: BaseException | None = None
     with _progress(cfg, len(requests), engine):
-        end_s = loop.run(on_event=_integrity_checker(engine) if cfg.check_integrity else None)
+        try:
+            end_s = loop.run(on_event=_integrity_checker(engine) if cfg.check_integrity else None)
+        except (WorkerError, KeyboardInterrupt) as err:  # keep what finished, then fail
+            failure, end_s = err, loop.now_s
     num_unfinished = finalize_unfinished(requests, end_s)
     steps = sorted((r for w in engine.workers for r in w.records), key=lambda r: (r.start_s, r.worker))
     summary = _summary(cfg, engine, workload, requests, num_unfinished)
+    if failure is not None:
+        summary["failure"] = f"{type(failure).__name__}: {failure}"
     extras = _extra_frames(engine)
     save_times = cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim"
     if save_times:
         extras["token_times"] = token_times_frame(requests)
     write_run_dir(run_dir, config_yaml=config_yaml or _yaml(cfg), requests=requests, steps=steps,
                   summary=summary, extra_csvs=extras)
+    if failure is not None:
+        raise failure
     if cfg.plots:
         plot_run(run_frames(summary, requests, steps), run_dir / "latency.png")
         plot_timelines(extras["kv_usage"], extras.get("partition"), run_dir / "timeline.png",
                        title=f"{summary['engine_label']} | {cfg.model.name} | {cfg.workload.rate} req/s/GPU")
-    return RunResult(summary, requests, steps, Path(run_dir))
+    return RunResult(summary, requests, steps, run_dir)
 
 
 def _set_stop_tokens(cfg: RunConfig, engine: Engine, requests: list[Request]) -> None:
@@ -96,6 +113,9 @@ def _extra_frames(engine: Engine) -> dict[str, pd.DataFrame]:
     sizes = {p.name: p.num_blocks for p in engine.pools}
     kv["used_fraction"] = kv["used_blocks"] / kv["pool"].map(sizes)
     out = {"kv_usage": kv}
+    transfers = [t for p in getattr(engine, "parts", [engine]) if isinstance(p, DisaggEngine) for t in p.transfers]
+    if transfers:  # one row per P -> D KV transfer: bytes and time per request
+        out["kv_transfers"] = pd.DataFrame([dataclasses.asdict(t) for t in transfers])
     semipd = [p for p in getattr(engine, "parts", [engine]) if isinstance(p, SemiPDEngine)]
     if semipd:  # every semi-PD group of a run switches together; the first one stands for all
         out["partition"] = pd.DataFrame(semipd[0].timeline, columns=["time_s", "device", "x_pct", "y_pct"])
@@ -143,9 +163,11 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
     if cfg.executor.name != "sim":
         summary |= {"device": cfg.executor.device, "dtype": cfg.executor.dtype,
                     "ignore_eos": cfg.executor.ignore_eos,
-                    "attention": getattr(getattr(engine.workers[0].executor, "attention", None), "name", None),
+                    "attention": getattr(engine.workers[0].executor, "attention_name", None),
                     "checkpoint": cfg.model.checkpoint or f"checkpoints/{cfg.model.name}",
                     "driver_max_lateness_s": getattr(engine.loop, "max_lateness_s", None)}
+        if engine.runtime is not None:
+            summary |= engine.runtime.summary()
     summary["num_weight_copies"] = engine.num_weight_copies
     summary["kv_pools"] = engine.kv.summary()
     for i, part in enumerate(getattr(engine, "parts", [engine])):

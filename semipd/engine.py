@@ -19,6 +19,7 @@ starts or stops a step, and its end time is recomputed then):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -133,18 +134,37 @@ class SemiPDEngine(Engine):
         worker's next iteration boundary after the start-up delay (asynchronous switch)."""
         ready_s = self.loop.now_s + self.switch_delay_s
         for dev in self.devices:
-            if decision.restart_prefill:
-                dev.pending[dev.prefill.name] = (ready_s, decision.x_pct)
-            if decision.restart_decode:
-                dev.pending[dev.decode.name] = (ready_s, decision.y_pct)
+            for worker, pct, restart in ((dev.prefill, decision.x_pct, decision.restart_prefill),
+                                         (dev.decode, decision.y_pct, decision.restart_decode)):
+                if restart:
+                    dev.pending[worker.name] = (ready_s, pct)
+                    self._start_standby(dev, worker, pct)
         self.loop.at(ready_s, self.kick)
+
+    def _start_standby(self, dev: _Device, worker: Worker, share_pct: float) -> None:
+        """A real worker with standby switching starts its next process now; its switch is
+        due only once that process reports ready (engines/torch/procs.py)."""
+        begin = getattr(worker.executor, "begin_switch", None)
+        source = begin(share_pct) if begin is not None else None
+        if source is None:
+            return
+        dev.pending[worker.name] = (math.inf, share_pct)
+
+        def ready() -> None:
+            if worker.executor.standby_is_ready(source) and worker.name in dev.pending:
+                dev.pending[worker.name] = (self.loop.now_s, dev.pending[worker.name][1])
+                self.kick()
+        self.loop.when_ready(source, ready)
 
     def _apply_pending(self, index: int, dev: _Device, worker: Worker) -> None:
         item = dev.pending.get(worker.name)
-        if item is not None and item[0] <= self.loop.now_s and worker.name not in dev.inflight:
+        if item is not None and item[0] <= self.loop.now_s and not worker.busy:  # iteration boundary
             del dev.pending[worker.name]
             share_pct = item[1]
             worker.share = share_pct / 100.0
+            set_share = getattr(worker.executor, "set_share", None)
+            if set_share is not None:  # a real worker: re-bind its cores (engines/torch/procs.py)
+                set_share(share_pct)
             old = (dev.x_pct, dev.y_pct)
             if worker is dev.prefill:
                 dev.x_pct = share_pct

@@ -67,7 +67,7 @@ def test_prompt_longer_than_the_models_context_is_rejected(tmp_path, checkpoint)
 
 @pytest.mark.parametrize("args,expect", [
     (["model=llama3_8b", "model.checkpoint=/nonexistent/ckpt"], "/nonexistent/ckpt"),
-    (["engine=semipd"], "one process per worker"),
+    (["engine=cluster_1p3d4s"], "mixed clusters are simulated only"),
     (["executor.dtype=int3"], "executor.dtype must be one of"),
 ])
 def test_bad_real_runs_fail_clearly(tmp_path, checkpoint, args, expect):

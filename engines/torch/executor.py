@@ -93,8 +93,12 @@ class TorchExecutor:
         if tune_malloc:
             keep_freed_memory()
         self.device = torch.device(device)
-        self.model = model.to(device=self.device, dtype=dtype or model.dtype).eval()
-        self.packed = pack_weights and pack_cpu_weights(self.model)
+        dtype = dtype or model.dtype
+        if model.dtype != dtype or model.embed_tokens.device != self.device:
+            model = model.to(device=self.device, dtype=dtype)  # drops packed copies
+        self.model = model.eval()
+        # A model packed (and shared) by the driver keeps its packed copies.
+        self.packed = bool(model.packed) or (pack_weights and pack_cpu_weights(self.model))
         c = model.config
         if kv_cache is None:
             kv_cache = KVCache(c.num_hidden_layers, num_blocks, block_size,
@@ -108,6 +112,10 @@ class TorchExecutor:
         calibrate = getattr(self.attention, "calibrate", None)
         if calibrate is not None:  # auto: the faster decode path for this CPU and model
             calibrate(c.num_attention_heads, c.num_key_value_heads, c.head_dim, self.model.dtype)
+
+    @property
+    def attention_name(self) -> str | None:
+        return getattr(self.attention, "name", None)
 
     def execute(self, plan: StepPlan, share: float = 1.0) -> StepResult:
         if not plan.seqs:

@@ -1,0 +1,142 @@
+"""The multi-process real runtime (engines/torch/procs.py, runtime.py): every design on
+worker processes over shared weights and KV gives the same greedy tokens as one
+in-process worker, also across share switches and preemptions; a dead worker fails the
+run clearly and leaves no process or shared memory behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import harness.run as harness_run
+from harness.goodput import compose
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMON = ["executor=torch", "model=tiny_llama", "hardware=cpu", "workload=synthetic", "executor.dtype=float32",
+          "workload.num_requests=8", "workload.rate=inf", "workload.prompt_len=24", "workload.output_len=10",
+          "check_integrity=true", "plots=false", "progress=false"]
+BLOCK_BYTES = 16 * 4 * 2 * 2 * 64 * 4  # tokens x layers x (K, V) x KV heads x head dim x float32
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from engines.torch.make_model import make_checkpoint
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_llama", "tiny_llama", seed=0)
+
+
+def run(checkpoint, tmp_path, name, *overrides):
+    cfg = compose(COMMON + [f"model.checkpoint={checkpoint}", *overrides])
+    result = harness_run.run(cfg, tmp_path / name)
+    assert result.summary["num_finished"] == 8, result.summary
+    return result
+
+
+def outputs(result):
+    return {r.id: r.token_ids[r.prompt_len:] for r in result.requests}
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint, tmp_path_factory):
+    """One unified worker computing inside the driver."""
+    return outputs(run(checkpoint, tmp_path_factory.mktemp("ref"), "ref", "executor.runtime=inprocess"))
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("unified", ["engine=unified"]),
+    ("semipd_static_50_50", ["engine=semipd", "engine.semipd.controller=static",
+                             "engine.semipd.prefill_share_pct=50", "engine.semipd.decode_share_pct=50"]),
+    ("semipd_100_100", ["engine=semipd", "engine.semipd.controller=static"]),
+    ("disagg", ["engine=disagg"]),
+])
+def test_designs_on_worker_processes_emit_the_same_tokens(checkpoint, tmp_path, reference, name, overrides):
+    result = run(checkpoint, tmp_path, name, *overrides)
+    assert outputs(result) == reference
+    s = result.summary
+    workers = {"prefill0", "decode0"} if name != "unified" else {"mixed0"}
+    assert s["runtime"] == "processes" and s["num_worker_processes"] == len(workers)
+    assert s["num_model_copies_loaded"] == (2 if name == "disagg" else 1)  # semi-PD: one copy, one pool
+    assert set(s["memory_pss_bytes"]) == {"driver"} | workers | ({"kv-transfer"} if name == "disagg" else set())
+    if name == "disagg":  # every request's KV moved once, whole blocks of every layer
+        transfers = pd.read_csv(tmp_path / name / "kv_transfers.csv")
+        assert sorted(transfers["request_id"]) == list(range(8))
+        assert (transfers["num_bytes"] == 2 * BLOCK_BYTES).all()  # 24 prompt tokens + 1 = 2 blocks... of 16
+        assert s["num_kv_transfers"] == 8 and s["kv_transfer_s_total"] > 0
+    if name == "semipd_static_50_50" and os.cpu_count() >= 2:
+        cores = s["worker_cores"]
+        assert not set(cores["prefill0"]) & set(cores["decode0"])  # x + y <= 100: disjoint cores
+
+
+@pytest.mark.parametrize("switch", ["inplace", "standby"])
+def test_semipd_tokens_hold_across_preemption_and_share_switches(checkpoint, tmp_path, reference, switch):
+    # A pool of 10 blocks for 8 requests of 3 blocks forces preemptions; an impossible TTFT
+    # SLO with a 2-request window makes the controller move the shares again and again.
+    result = run(checkpoint, tmp_path, "switching", "engine=semipd", "engine.semipd.controller=slo_code",
+                 "engine.semipd.window_requests=2", "slo.ttft_s=0.000001", "engine.semipd.floor_pct=50",
+                 "engine.semipd.step_pct=25", f"executor.share_switch={switch}",
+                 f"executor.kv_cache_bytes={10 * BLOCK_BYTES}")
+    assert outputs(result) == reference
+    assert result.summary["num_preemptions"] > 0
+    assert result.summary["num_share_switches"] > 0
+    if os.cpu_count() >= 2:  # y 100 -> 50 takes the decode worker from 2 cores to 1
+        assert result.summary["worker_cores"]["decode0"] == [os.cpu_count() - 1]
+        if switch == "inplace":
+            assert len(result.summary["share_rebind_s"]) >= 1 and result.summary["num_standby_handovers"] == 0
+        else:
+            assert result.summary["num_standby_handovers"] >= 1 and result.summary["share_rebind_s"] == []
+
+
+def _children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_worker_fails_the_run_naming_it_and_leaves_nothing_behind(checkpoint, tmp_path):
+    shm_before = set(os.listdir("/dev/shm"))
+    cmd = [sys.executable, "bench.py", *COMMON, f"model.checkpoint={checkpoint}", "engine=semipd",
+           "engine.semipd.controller=static", "workload.num_requests=400", "workload.rate=20",
+           "workload.output_len=200", "check_integrity=false", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        workers = []
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(workers) == 2, "the two workers did not start"
+        time.sleep(3)  # serving
+        os.kill(workers[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - killed_at < 15
+    assert proc.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr and "killed by signal 9" in stderr
+    assert "worker process prefill0" in stderr or "worker process decode0" in stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "WorkerDied" in summary["failure"] and summary["num_requests"] == 400
+    assert not any(_alive(p) for p in workers)
+    assert set(os.listdir("/dev/shm")) <= shm_before
