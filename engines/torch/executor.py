@@ -97,8 +97,10 @@ class TorchExecutor:
         if model.dtype != dtype or model.embed_tokens.device != self.device:
             model = model.to(device=self.device, dtype=dtype)  # drops packed copies
         self.model = model.eval()
-        # A model packed (and shared) by the driver keeps its packed copies.
-        self.packed = bool(model.packed) or (pack_weights and pack_cpu_weights(self.model))
+        if not pack_weights:  # the executor owns the model: drop copies an earlier owner made
+            for module, _ in self.model.linear_weights():
+                module.packed = {}
+        self.packed = bool(self.model.packed) or (pack_weights and pack_cpu_weights(self.model))
         c = model.config
         if kv_cache is None:
             kv_cache = KVCache(c.num_hidden_layers, num_blocks, block_size,
