@@ -44,6 +44,9 @@ def main(dcfg: DictConfig) -> None:
     except WorkerError as err:  # a worker process died or failed; the run dir keeps what finished
         print(f"error: {err}\nresults so far: {run_dir}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # workers are stopped and reaped by then (harness.run)
+        print(f"interrupted; results so far: {run_dir}", file=sys.stderr)
+        sys.exit(130)
 
 
 def _run_config(dcfg: DictConfig) -> RunConfig:

@@ -95,7 +95,8 @@ def _build_on_processes(cfg: RunConfig, setup, runtime, common: dict) -> Engine:
     procs = runtime.ProcessRuntime(setup, block_size=eng.block_size_tokens, temperature=ex.temperature,
                                    seed=cfg.workload.seed, attention=ex.attention,
                                    cores=sorted(os.sched_getaffinity(0))[:ex.num_threads or None],
-                                   pack_weights=ex.pack_weights, share_switch=ex.share_switch)
+                                   pack_weights=ex.pack_weights, share_switch=ex.share_switch,
+                                   mps=eng.design == "semipd", shares_cores=eng.design == "semipd")
     no_executor_yet = lambda: None  # noqa: E731 - replaced by a worker process below
     if eng.design == "unified":
         engine = build_unified(eng, make_executor=no_executor_yet, num_instances=eng.num_instances, **common)

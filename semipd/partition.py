@@ -56,3 +56,37 @@ def mps_daemon_commands(pipe_dir: str, log_dir: str) -> tuple[list[str], list[st
     environment: CUDA_MPS_PIPE_DIRECTORY and CUDA_MPS_LOG_DIRECTORY."""
     env = ["env", f"CUDA_MPS_PIPE_DIRECTORY={pipe_dir}", f"CUDA_MPS_LOG_DIRECTORY={log_dir}"]
     return env + ["nvidia-cuda-mps-control", "-d"], env + ["sh", "-c", "echo quit | nvidia-cuda-mps-control"]
+
+
+class MpsDaemon:
+    """The CUDA MPS control daemon of one real semi-PD run on a GPU (unverified here: no
+    GPU). `start()` runs `nvidia-cuda-mps-control -d` with the run's own pipe and log
+    directories under `root`; workers get `environment(share_pct)`; `stop()` sends `quit`.
+    `run` is subprocess.run (injectable for tests)."""
+
+    def __init__(self, root: str, run=None) -> None:
+        import os
+        import subprocess
+        self.pipe_dir, self.log_dir = os.path.join(root, "pipe"), os.path.join(root, "log")
+        self._run, self._real = run or subprocess.run, run is None
+        self.started = False
+
+    def start(self) -> None:
+        import os
+        import shutil
+        if self._real and shutil.which("nvidia-cuda-mps-control") is None:
+            raise RuntimeError("semi-PD on a GPU needs CUDA MPS: nvidia-cuda-mps-control is not on PATH")
+        os.makedirs(self.pipe_dir, exist_ok=True)
+        os.makedirs(self.log_dir, exist_ok=True)
+        start, _ = mps_daemon_commands(self.pipe_dir, self.log_dir)
+        self._run(start, check=True, timeout=30)
+        self.started = True
+
+    def environment(self, share_pct: float) -> dict[str, str]:
+        return mps_environment(share_pct, self.pipe_dir)
+
+    def stop(self) -> None:
+        if self.started:
+            _, stop = mps_daemon_commands(self.pipe_dir, self.log_dir)
+            self._run(stop, check=False, timeout=30)
+            self.started = False

@@ -36,3 +36,17 @@ def test_mps_environment_and_daemon_commands():
     assert stop[-1] == "echo quit | nvidia-cuda-mps-control"
     with pytest.raises(ValueError):
         mps_environment(0)
+
+
+def test_mps_daemon_starts_and_stops_with_the_runs_directories(tmp_path):
+    from semipd.partition import MpsDaemon
+    calls = []
+    daemon = MpsDaemon(str(tmp_path), run=lambda cmd, **kw: calls.append((cmd, kw)))
+    daemon.start()
+    assert calls[0][0][-2:] == ["nvidia-cuda-mps-control", "-d"] and calls[0][1]["check"]
+    assert f"CUDA_MPS_PIPE_DIRECTORY={tmp_path}/pipe" in calls[0][0] and (tmp_path / "log").is_dir()
+    assert daemon.environment(40) == {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "40",
+                                      "CUDA_MPS_PIPE_DIRECTORY": f"{tmp_path}/pipe"}
+    daemon.stop()
+    daemon.stop()  # once only
+    assert len(calls) == 2 and calls[1][0][-1] == "echo quit | nvidia-cuda-mps-control"

@@ -60,6 +60,7 @@ def test_designs_on_worker_processes_emit_the_same_tokens(checkpoint, tmp_path, 
     workers = {"prefill0", "decode0"} if name != "unified" else {"mixed0"}
     assert s["runtime"] == "processes" and s["num_worker_processes"] == len(workers)
     assert s["num_model_copies_loaded"] == (2 if name == "disagg" else 1)  # semi-PD: one copy, one pool
+    assert s["omp_wait_policy"] == ("passive" if "semipd" in name else "default")
     assert set(s["memory_pss_bytes"]) == {"driver"} | workers | ({"kv-transfer"} if name == "disagg" else set())
     if name == "disagg":  # every request's KV moved once, whole blocks of every layer
         transfers = pd.read_csv(tmp_path / name / "kv_transfers.csv")
@@ -90,6 +91,16 @@ def test_semipd_tokens_hold_across_preemption_and_share_switches(checkpoint, tmp
             assert result.summary["num_standby_handovers"] >= 1 and result.summary["share_rebind_s"] == []
 
 
+def test_disagg_tokens_hold_when_the_decode_pool_preempts(checkpoint, tmp_path, reference):
+    # 10 blocks per instance for 8 requests of 3 blocks: decodes run out of KV, the newest
+    # is recomputed on the prefill instance and its KV transferred again.
+    result = run(checkpoint, tmp_path, "disagg_small", "engine=disagg", f"executor.kv_cache_bytes={10 * BLOCK_BYTES}")
+    assert outputs(result) == reference
+    assert result.summary["num_preemptions"] > 0
+    transfers = pd.read_csv(tmp_path / "disagg_small" / "kv_transfers.csv")
+    assert len(transfers) == result.summary["num_kv_transfers"] > 8
+
+
 def _children(pid):
     out = []
     for entry in os.listdir("/proc"):
@@ -111,12 +122,14 @@ def _alive(pid):
         return False
 
 
-def test_a_killed_worker_fails_the_run_naming_it_and_leaves_nothing_behind(checkpoint, tmp_path):
-    shm_before = set(os.listdir("/dev/shm"))
+def _serve_then(tmp_path, checkpoint, interrupt):
+    """Start a semi-PD run, wait until it serves, call interrupt(proc, worker pids), and
+    return (returncode, stderr, seconds from the interrupt to exit, worker pids)."""
     cmd = [sys.executable, "bench.py", *COMMON, f"model.checkpoint={checkpoint}", "engine=semipd",
            "engine.semipd.controller=static", "workload.num_requests=400", "workload.rate=20",
-           "workload.output_len=200", "check_integrity=false", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "workload.output_len=50", "check_integrity=false", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a shell job
     try:
         deadline = time.monotonic() + 120
         workers = []
@@ -124,19 +137,64 @@ def test_a_killed_worker_fails_the_run_naming_it_and_leaves_nothing_behind(check
             time.sleep(0.2)
             workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(workers) == 2, "the two workers did not start"
+        log = tmp_path / "bench.log"  # the run logs its workload once the workers are ready
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                log.exists() and "workload:" in log.read_text()):
+            time.sleep(0.2)
         time.sleep(3)  # serving
-        os.kill(workers[0], signal.SIGKILL)
-        killed_at = time.monotonic()
+        interrupt(proc, workers)
+        start = time.monotonic()
         _, stderr = proc.communicate(timeout=60)
+        return proc.returncode, stderr, time.monotonic() - start, workers
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-    assert time.monotonic() - killed_at < 15
-    assert proc.returncode == 1, stderr[-2000:]
+
+
+def test_a_killed_worker_fails_the_run_naming_it_and_leaves_nothing_behind(checkpoint, tmp_path):
+    shm_before = set(os.listdir("/dev/shm"))
+    code, stderr, exit_s, workers = _serve_then(tmp_path, checkpoint,
+                                                lambda proc, workers: os.kill(workers[0], signal.SIGKILL))
+    assert exit_s < 15
+    assert code == 1, stderr[-2000:]
     assert "Traceback" not in stderr and "killed by signal 9" in stderr
     assert "worker process prefill0" in stderr or "worker process decode0" in stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "WorkerDied" in summary["failure"] and summary["num_requests"] == 400
     assert not any(_alive(p) for p in workers)
     assert set(os.listdir("/dev/shm")) <= shm_before
+
+
+def test_ctrl_c_stops_the_run_keeps_results_and_reaps_every_worker(checkpoint, tmp_path):
+    shm_before = set(os.listdir("/dev/shm"))
+    # Ctrl-C in a terminal signals the whole foreground process group: driver and workers.
+    code, stderr, exit_s, workers = _serve_then(tmp_path, checkpoint,
+                                                lambda proc, workers: os.killpg(proc.pid, signal.SIGINT))
+    assert exit_s < 15
+    assert code == 130 and "interrupted; results so far" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "KeyboardInterrupt" in summary["failure"] and 0 < summary["num_finished"] < 400
+    assert summary["num_finished"] + summary["num_rejected"] == 400  # the rest: unfinished, with a reason
+    assert not any(_alive(p) for p in workers)
+    assert set(os.listdir("/dev/shm")) <= shm_before
+
+
+def test_stress_both_semipd_workers_over_a_small_pool(checkpoint, tmp_path):
+    """Both workers at full speed for thousands of steps over a pool of 12 blocks: the
+    driver checks every pool's ownership after every event (check_integrity), and every
+    request finishes or is rejected with a reason."""
+    cfg = compose(COMMON + [f"model.checkpoint={checkpoint}", "engine=semipd", "engine.semipd.controller=slo_code",
+                            "engine.semipd.window_requests=5", "slo.ttft_s=0.01", "engine.semipd.step_pct=25",
+                            "engine.semipd.floor_pct=50", "workload.num_requests=500",
+                            "workload.distribution=uniform", "workload.prompt_len_min=8", "workload.prompt_len_max=40",
+                            "workload.output_len_min=4", "workload.output_len_max=24",
+                            f"executor.kv_cache_bytes={12 * BLOCK_BYTES}"])
+    result = harness_run.run(cfg, tmp_path / "stress")
+    s = result.summary
+    assert len(result.steps) >= 2000, len(result.steps)
+    assert {st.worker for st in result.steps} == {"prefill0", "decode0"}
+    # Every request fits the pool alone (<= 64 tokens = 4 of 12 blocks): all must finish,
+    # none stall (a stalled one would be rejected as "unfinished at end of run").
+    assert s["num_finished"] == 500 and s["num_unfinished"] == 0
+    assert s["num_preemptions"] > 0 and s["kv_pools"]["kv0"]["peak_used_blocks"] == 12

@@ -71,6 +71,11 @@ class WorkerSpec:
     # one more copy of the linear weights per worker; the shared weights stay one copy.
     pack_weights: bool = True
     mps_share_pct: float = 100.0    # device=cuda: CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (unverified: no GPU here)
+    mps_pipe_dir: str | None = None  # device=cuda under the run's MPS daemon (semipd/partition.py)
+    # OpenMP threads sleep instead of spinning when idle: for workers whose cores may be
+    # shared with another worker's (semi-PD on a CPU, x + y > 100), where spinning threads
+    # take the cores the other worker computes on.
+    omp_passive: bool = False
     warm_up: bool = False           # a standby: run one step on a private scratch pool before "ready"
 
 
@@ -108,7 +113,10 @@ class _Proc:
                                    args=(child, spec, model, kv_cache), daemon=True)
         # On a GPU the share is the MPS percentage, read when the child creates its CUDA
         # context: the child inherits the environment as it is at start().
-        with _environment(mps_env(spec) if spec.device.startswith("cuda") else {}):
+        env = mps_env(spec) if spec.mps_pipe_dir else {}
+        if spec.omp_passive:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        with _environment(env):
             self.process.start()
         child.close()  # the child's end lives only in the child: its death means EOF here
 
@@ -260,7 +268,7 @@ SWITCH_MODES = ("inplace", "standby")
 
 def mps_env(spec: WorkerSpec) -> dict[str, str]:
     from semipd.partition import mps_environment
-    return mps_environment(spec.mps_share_pct)
+    return mps_environment(spec.mps_share_pct, spec.mps_pipe_dir)
 
 
 @contextlib.contextmanager

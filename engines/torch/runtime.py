@@ -101,7 +101,7 @@ class ProcessRuntime:
 
     def __init__(self, setup: TorchSetup, *, block_size: int, temperature: float, seed: int,
                  attention: str = "auto", cores: Sequence[int] | None = None, pack_weights: bool = True,
-                 share_switch: str = "inplace") -> None:
+                 share_switch: str = "inplace", mps: bool = False, shares_cores: bool = False) -> None:
         attention_backend(attention, setup.device)  # bad executor.attention fails here, not in a worker
         self.setup, self.block_size, self.attention, self.pack_weights = setup, block_size, attention, pack_weights
         # On a GPU the MPS percentage is fixed per process: only a standby can change it.
@@ -112,6 +112,24 @@ class ProcessRuntime:
         self.instances: dict[int, tuple[LlamaModel, KVCache]] = {}
         self.transport = None  # disaggregation: the KV copy process
         self.notes: list[str] = []  # how the real run differs from the configuration (summary.json)
+        # semi-PD on a CPU: the two workers' core sets overlap whenever x + y > 100. Their
+        # OpenMP threads then wait passively (procs.WorkerSpec.omp_passive): with spinning
+        # threads semi-PD (100, 100) met 55 % of the SLOs at 2 req/s on small_llama, with
+        # sleeping ones 92 % (benchmarks/real_designs.py, README).
+        self.shares_cores = shares_cores and setup.device == "cpu"
+        # semi-PD on a GPU: workers share the device's SMs by MPS percentages (unverified here).
+        self.mps = None
+        if mps and setup.device.startswith("cuda"):
+            import tempfile
+            from semipd.partition import MpsDaemon
+            self._mps_dir = tempfile.TemporaryDirectory(prefix="semipd-mps-")
+            self.mps = MpsDaemon(self._mps_dir.name)
+            try:
+                self.mps.start()
+            except (RuntimeError, OSError) as err:
+                self._mps_dir.cleanup()
+                raise ConfigError("executor.device", "a GPU with CUDA MPS for semi-PD (its workers share the "
+                                  f"SMs by MPS percentages): {err}", setup.device) from None
 
     def instance(self, index: int) -> tuple[LlamaModel, KVCache]:
         """The shared (weights, KV pool) of instance `index`, loaded on first use."""
@@ -144,7 +162,8 @@ class ProcessRuntime:
         own = self.instance_cores(instance, num_instances)
         side = side_of(role)
         spec = WorkerSpec(name, tuple(cpu_cores_for_share(share_pct, own, side)), side, self.block_size,
-                          self.sampling, self.attention, self.setup.device, self.pack_weights, share_pct)
+                          self.sampling, self.attention, self.setup.device, self.pack_weights, share_pct,
+                          self.mps.pipe_dir if self.mps else None, self.shares_cores)
         model, kv = self.instance(instance)
         executor = ProcessExecutor(spec, model, kv, own, switch=self.share_switch)
         self.executors.append(executor)
@@ -181,7 +200,7 @@ class ProcessRuntime:
                 "worker_cores": {ex.name: list(ex.cores) for ex in self.executors},
                 "memory_pss_bytes": pss, "memory_pss_bytes_total": sum(pss.values()),
                 "num_model_copies_loaded": len(self.instances),
-                "share_switch": self.share_switch,
+                "share_switch": self.share_switch, "omp_wait_policy": "passive" if self.shares_cores else "default",
                 "share_rebind_s": [t for ex in self.executors for t in ex.rebind_s],
                 "num_standby_handovers": sum(ex.num_handovers for ex in self.executors),
                 "runtime_notes": self.notes}
@@ -194,6 +213,9 @@ class ProcessRuntime:
             executor.close()
         if self.transport is not None:
             self.transport.close()
+        if self.mps is not None:
+            self.mps.stop()
+            self._mps_dir.cleanup()
 
     def __enter__(self) -> "ProcessRuntime":
         return self
