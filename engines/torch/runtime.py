@@ -114,8 +114,9 @@ class ProcessRuntime:
         self.notes: list[str] = []  # how the real run differs from the configuration (summary.json)
         # semi-PD on a CPU: the two workers' core sets overlap whenever x + y > 100. Their
         # OpenMP threads then wait passively (procs.WorkerSpec.omp_passive): with spinning
-        # threads semi-PD (100, 100) met 55 % of the SLOs at 2 req/s on small_llama, with
-        # sleeping ones 92 % (benchmarks/real_designs.py, README).
+        # threads semi-PD (100, 100) met 2 % of the SLOs at 1 req/s and 55 % at 2 req/s on
+        # small_llama (2 cores), with sleeping ones 98 % and 90 % (benchmarks/real_designs.py;
+        # benchmarks/results/2026-12-06/real_designs/).
         self.shares_cores = shares_cores and setup.device == "cpu"
         # semi-PD on a GPU: workers share the device's SMs by MPS percentages (unverified here).
         self.mps = None
