@@ -95,30 +95,30 @@ def bind_cores(cores: Sequence[int]) -> None:
     intra-op threads. Linux affinity is per thread, so every task is re-bound."""
     wanted = set(cores)
     for tid in os.listdir("/proc/self/task"):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that just exited
             os.sched_setaffinity(int(tid), wanted)
-        except (ProcessLookupError, PermissionError):
-            pass  # a thread that just exited
     torch.set_num_threads(len(wanted))
 
 
-class _Proc:
-    """One worker process and the driver's end of its pipe."""
+class ChildProcess:
+    """A spawned child process and the driver's end of its pipe. The child's `target`
+    gets its end of the pipe first, then `args`; it answers ("error", traceback) when it
+    fails and returns on ("stop", None)."""
 
-    def __init__(self, spec: WorkerSpec, model: LlamaModel, kv_cache: KVCache) -> None:
-        self.name, self.cores = spec.name, spec.cores
+    def __init__(self, name: str, target, args: tuple, env: dict[str, str] | None = None) -> None:
+        self.name = name
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, name=f"worker-{spec.name}",
-                                   args=(child, spec, model, kv_cache), daemon=True)
-        # On a GPU the share is the MPS percentage, read when the child creates its CUDA
-        # context: the child inherits the environment as it is at start().
-        env = mps_env(spec) if spec.mps_pipe_dir else {}
-        if spec.omp_passive:
-            env["OMP_WAIT_POLICY"] = "PASSIVE"
-        with _environment(env):
+        self.process = ctx.Process(target=target, name=name, args=(child, *args), daemon=True)
+        with _environment(env or {}):  # the child inherits the environment as it is at start()
             self.process.start()
         child.close()  # the child's end lives only in the child: its death means EOF here
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S):
+        """The child's first message (it sends one when ready)."""
+        if not self.conn.poll(timeout_s):
+            raise WorkerDied(self.name, self.process.exitcode, f"or did not start within {timeout_s:g} s")
+        return self.receive("starting")
 
     def send(self, message, during: str) -> None:
         try:
@@ -138,10 +138,8 @@ class _Proc:
         return message
 
     def ask_to_stop(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):  # already gone
             self.conn.send(("stop", None))
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            pass
 
     def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop and reap (terminate, then kill, if it does not stop)."""
@@ -153,6 +151,18 @@ class _Proc:
                 stop()
                 self.process.join(timeout_s)
         self.conn.close()
+
+
+class _Proc(ChildProcess):
+    """One worker process, on `spec.cores`."""
+
+    def __init__(self, spec: WorkerSpec, model: LlamaModel, kv_cache: KVCache) -> None:
+        self.cores = spec.cores
+        # On a GPU the share is the MPS percentage, read when the child creates its CUDA context.
+        env = mps_env(spec) if spec.mps_pipe_dir else {}
+        if spec.omp_passive:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        super().__init__(spec.name, _worker_main, (spec, model, kv_cache), env)
 
 
 class ProcessExecutor:
@@ -195,9 +205,7 @@ class ProcessExecutor:
         return self.active.process.pid
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        if not self.active.conn.poll(timeout_s):
-            raise WorkerDied(self.name, self.active.process.exitcode, f"or did not start within {timeout_s:g} s")
-        self.attention_name = self.active.receive("starting")[1]
+        self.attention_name = self.active.wait_ready(timeout_s)[1]
 
     def submit(self, plan: StepPlan, share: float = 1.0) -> None:
         self.active.send(("step", plan), "when sent a step")

@@ -24,11 +24,10 @@ from collections import deque
 from typing import Callable
 
 import torch
-import torch.multiprocessing as mp
 
 from engines.blocks import BlockPool
 from engines.torch.paged_attention import KVCache
-from engines.torch.procs import START_TIMEOUT_S, STOP_TIMEOUT_S, WorkerDied, WorkerFailed
+from engines.torch.procs import START_TIMEOUT_S, STOP_TIMEOUT_S, ChildProcess
 
 NAME = "kv-transfer"
 
@@ -37,64 +36,38 @@ class ProcessTransport:
     def __init__(self, loop, caches: dict[str, KVCache]) -> None:
         """`caches`: the KV cache of every pool, by BlockPool name (shared memory)."""
         self.loop = loop
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_copy_main, name=NAME, args=(child, caches), daemon=True)
-        self.process.start()
-        child.close()
+        self.child = ChildProcess(NAME, _copy_main, (caches,))
         self._pending: deque[tuple[float, Callable[[int, float], None]]] = deque()
         self.copy_s: list[float] = []  # time inside the copy process, per transfer
 
+    @property
+    def process(self):
+        return self.child.process
+
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        if not self.conn.poll(timeout_s):
-            raise WorkerDied(NAME, self.process.exitcode, f"or did not start within {timeout_s:g} s")
-        self._receive("starting")
+        self.child.wait_ready(timeout_s)
 
     def start(self, num_tokens: int, src: BlockPool, src_blocks: list[int], dst: BlockPool,
               dst_blocks: list[int], on_done: Callable[[int, float], None]) -> None:
         # The blocks holding the computed tokens; the decode side may have one more (room
         # for the next token), which needs no data.
         n = min(len(src_blocks), len(dst_blocks), src.blocks_for_tokens(num_tokens))
-        try:
-            self.conn.send(("copy", src.name, src_blocks[:n], dst.name, dst_blocks[:n]))
-        except (BrokenPipeError, ConnectionResetError):
-            self.process.join(1.0)
-            raise WorkerDied(NAME, self.process.exitcode, "when sent a transfer") from None
+        self.child.send(("copy", src.name, src_blocks[:n], dst.name, dst_blocks[:n]), "when sent a transfer")
         self._pending.append((self.loop.now_s, on_done))
         if len(self._pending) == 1:
-            self.loop.when_ready(self.conn, self._landed)
+            self.loop.when_ready(self.child.conn, self._landed)
         return None
 
     def _landed(self) -> None:
-        message = self._receive("during a transfer")
+        message = self.child.receive("during a transfer")
         start_s, on_done = self._pending.popleft()
         if self._pending:
-            self.loop.when_ready(self.conn, self._landed)
+            self.loop.when_ready(self.child.conn, self._landed)
         self.copy_s.append(message[2])
         on_done(message[1], self.loop.now_s - start_s)
 
-    def _receive(self, during: str):
-        try:
-            message = self.conn.recv()
-        except (EOFError, ConnectionResetError):
-            self.process.join(1.0)
-            raise WorkerDied(NAME, self.process.exitcode, during) from None
-        if message[0] == "error":
-            raise WorkerFailed(f"process {NAME} failed {during}:\n{message[1]}")
-        return message
-
     def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        if self.process.is_alive():
-            try:
-                self.conn.send(("stop",))
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                pass
-            self.process.join(timeout_s)
-        for stop in (self.process.terminate, self.process.kill):
-            if self.process.is_alive():
-                stop()
-                self.process.join(timeout_s)
-        self.conn.close()
+        self.child.close(timeout_s)
 
 
 def copy_blocks(src: KVCache, src_blocks: list[int], dst: KVCache, dst_blocks: list[int]) -> int:
