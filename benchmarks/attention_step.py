@@ -39,7 +39,7 @@ from engines.torch.attention_padded import PaddedAttention  # noqa: E402
 from engines.torch.checkpoint import build_model  # noqa: E402
 from engines.torch.executor import TorchExecutor  # noqa: E402
 from engines.torch.make_model import random_weights  # noqa: E402
-from engines.torch import decode_kernel  # noqa: E402
+from engines.torch import cpu_kernels  # noqa: E402
 from engines.torch.paged_attention import TorchAttention  # noqa: E402
 from engines.torch.sizes import get_size  # noqa: E402
 from workloads import WorkloadConfig, build_workload  # noqa: E402
@@ -77,7 +77,7 @@ def measure(args) -> dict:
     ex = TorchExecutor(model, num_blocks=num_blocks, block_size=block_size, threads=args.threads)
     ex.kv_cache.data.normal_()
     paths = {"padded": PaddedAttention(), "torch": TorchAttention(decode_kernel=False)}
-    why = decode_kernel.load()
+    why = cpu_kernels.load()
     if why is None:
         paths["kernel"] = TorchAttention(decode_kernel=True)
     else:

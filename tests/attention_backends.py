@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from engines.torch import decode_kernel
+from engines.torch import cpu_kernels
 from engines.torch.attention_padded import PaddedAttention
 from engines.torch.paged_attention import TorchAttention
 
@@ -13,7 +13,7 @@ BACKENDS = ["kernel", "torch", "padded"]
 
 def attention_backend(name: str):
     if name == "kernel":
-        why = decode_kernel.load()
+        why = cpu_kernels.load()
         if why is not None:
             if shutil.which("c++") is None and shutil.which("g++") is None:
                 pytest.skip(f"no C++ compiler, so no decode kernel ({why})")

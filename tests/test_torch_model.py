@@ -113,8 +113,11 @@ def assert_matches_hf(loop, hf_greedy):
         assert loop.outputs(rid)[:len(expected)] == expected, f"request {rid}"
 
 
-def test_prefill_then_decode(model, prompts, hf_greedy):
-    loop = make_loop(model)
+@pytest.mark.parametrize("fused", [True, False])
+def test_prefill_then_decode(model, prompts, hf_greedy, fused):
+    if fused:
+        attention_backend("kernel")  # the fused ops come with the kernels: skip without a compiler
+    loop = make_loop(model, fused_ops=fused)
     for rid, p in enumerate(prompts):
         loop.add(rid, p)
     while loop.step():
@@ -137,8 +140,9 @@ def test_chunked_prefill_on_existing_kv(model, prompts, hf_greedy, block_size, b
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_mixed_prefill_and_decode_steps(model, prompts, hf_greedy, backend):
-    loop = make_loop(model, attention=attention_backend(backend))
+@pytest.mark.parametrize("fused", [True, False])
+def test_mixed_prefill_and_decode_steps(model, prompts, hf_greedy, backend, fused):
+    loop = make_loop(model, attention=attention_backend(backend), fused_ops=fused)
     for rid, p in enumerate(prompts):  # staggered arrivals: new prompts join decodes
         loop.add(rid, p)
         loop.step(chunk=20)
@@ -166,10 +170,15 @@ def test_preempted_request_is_recomputed_to_same_continuation(model, prompts, hf
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_logits_match_hf_forward_in_mixed_steps(hf_model, model, prompts, backend):
+@pytest.mark.parametrize("ops", ["fused", "torch"])
+def test_logits_match_hf_forward_in_mixed_steps(hf_model, model, prompts, backend, ops):
     """Every row's logits, over two steps: prefills of different lengths, then a step
     mixing three decodes with a 13-token chunk on top of 20 cached tokens."""
+    from engines.torch.fused import FusedOps, TorchOps
     attn = attention_backend(backend)
+    if ops == "fused":
+        attention_backend("kernel")  # skips without a compiler
+    ops = FusedOps if ops == "fused" else TorchOps
     from engines.torch.paged_attention import KVCache, SeqSlice
     c = model.config
     cache = KVCache(c.num_hidden_layers, 32, 8, c.num_key_value_heads, c.head_dim, torch.float32)
@@ -183,7 +192,7 @@ def test_logits_match_hf_forward_in_mixed_steps(hf_model, model, prompts, backen
             order = attn.order(slices)
             meta = attn.build([slices[i] for i in order], 8)
             ids = torch.tensor([t for i in order for t in prompts[i][slice(*spans[i])]])
-            ours = model(ids, meta, cache, attn, torch.arange(len(ids)))
+            ours = model(ids, meta, cache, attn, torch.arange(len(ids)), ops)
             expected = torch.cat([ref[i][slice(*spans[i])] for i in order])
             torch.testing.assert_close(ours, expected, atol=2e-4, rtol=1e-4)
 
@@ -203,3 +212,18 @@ def test_rejects_positions_past_the_model(model):
     seq = ScheduledSeq(0, 2047, 2, True, True, tuple(range(129)), (1, 2))
     with pytest.raises(ValueError, match="max_position_embeddings"):
         ex.execute(StepPlan("w", (seq,), 2, 0), 1.0)
+
+
+def test_bfloat16_fused_ops_give_the_torch_ops_tokens(tiny_dir, prompts):
+    # The fused ops round as the torch ops do, so in bf16 (where rounding matters most)
+    # both paths generate the same greedy tokens.
+    attention_backend("kernel")
+    model = load_model(tiny_dir, dtype=torch.bfloat16)
+    loops = [make_loop(model, fused_ops=fused) for fused in (True, False)]
+    for loop in loops:
+        for rid, p in enumerate(prompts):
+            loop.add(rid, p)
+        while loop.step(chunk=20):
+            pass
+    assert loops[0].ex.ops.name == "fused" and loops[1].ex.ops.name == "torch"
+    assert [loops[0].outputs(r) for r in range(len(prompts))] == [loops[1].outputs(r) for r in range(len(prompts))]

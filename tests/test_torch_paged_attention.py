@@ -127,6 +127,12 @@ def test_kernel_takes_every_decode_and_buckets_take_the_rest():
     assert kinds == [DecodeGroup, SdpaBucket, SdpaBucket]
     decode = meta.groups[0]
     assert sorted(decode.seq_lens.tolist()) == [330, 330, 1800]
+    # Prompts and chunks go to matmuls around the C++ masked softmax: each query row's
+    # last visible key (context + its index among the new tokens).
+    assert [g.last_visible.tolist() for g in meta.groups[1:]] == [[list(range(200, 230))],
+                                                                 [list(range(40))]]
+    plain = TorchAttention(decode_kernel=False).build([seqs[i] for i in attn.order(seqs)], 16)
+    assert all(getattr(g, "last_visible", None) is None for g in plain.groups)
     assert decode.block_table.dtype == torch.int32 and decode.block_table.shape == (3, 113)
 
 
@@ -183,15 +189,15 @@ def test_requiring_the_kernel_off_cpu_is_an_error():
 
 @pytest.mark.parametrize("kernel_ms,torch_ms,keeps_kernel", [(1.0, 2.0, True), (2.0, 1.0, False)])
 def test_auto_keeps_the_kernel_only_where_it_is_measured_faster(monkeypatch, kernel_ms, torch_ms, keeps_kernel):
-    from engines.torch import attention_choice, decode_kernel
-    if decode_kernel.load() is not None:
+    from engines.torch import attention_choice, cpu_kernels
+    if cpu_kernels.load() is not None:
         pytest.skip("no compiler: auto is the torch path")
     calls = []
 
     def fake_timings(*args, **kw):
         calls.append(args)
         return {"kernel": kernel_ms, "torch": torch_ms}
-    monkeypatch.setattr(attention_choice, "time_decode_paths_ms", fake_timings)
+    monkeypatch.setattr(attention_choice, "time_attention_paths_ms", fake_timings)
     auto = TorchAttention("cpu")
     auto.calibrate(8, 2, 64, torch.bfloat16)
     assert auto.use_kernel is keeps_kernel and auto.calibration_ms == {"kernel": kernel_ms, "torch": torch_ms}
@@ -202,6 +208,79 @@ def test_auto_keeps_the_kernel_only_where_it_is_measured_faster(monkeypatch, ker
 
 
 def test_calibration_times_both_paths_on_real_calls():
-    from engines.torch.attention_choice import time_decode_paths_ms
-    ms = time_decode_paths_ms(4, 2, 64, torch.float32, batch=4, context=40, repeats=1)
+    from engines.torch.attention_choice import time_attention_paths_ms
+    ms = time_attention_paths_ms(4, 2, 64, torch.float32, batch=4, context=40, prompts=2, prompt_tokens=20,
+                                 repeats=1)
     assert set(ms) <= {"kernel", "torch"} and "torch" in ms and all(v > 0 for v in ms.values())
+
+
+@pytest.mark.parametrize("head_dim,num_heads,num_kv_heads", [(64, 8, 2), (128, 4, 4), (40, 6, 3), (16, 4, 1)])
+def test_kernel_bfloat16_paths_match_dense(head_dim, num_heads, num_kv_heads):
+    # The AVX512-BF16 item (where this CPU has it) and the portable one, on head sizes
+    # that are and are not multiples of the 32-wide vectors, group sizes 1-4, contexts
+    # from 1 key to several partitions, against float64.
+    from engines.torch import cpu_kernels
+    attention_backend("kernel")  # skips without a compiler
+    gen = torch.Generator().manual_seed(head_dim)
+    lens = [1, 2, 15, 16, 17, 300, 2 * DECODE_PARTITION_TOKENS + 5]
+    bs = 16
+    blocks = [-(-n // bs) for n in lens]
+    perm = torch.randperm(sum(blocks) + 3, generator=gen).tolist()
+    table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
+    for i, b in enumerate(blocks):
+        table[i, :b] = torch.tensor([perm.pop() for _ in range(b)])
+    pages = torch.randn(2, len(perm) + sum(blocks), bs, num_kv_heads, head_dim, generator=gen).bfloat16()
+    q = torch.randn(len(lens), num_heads, head_dim, generator=gen).bfloat16()
+    scale = head_dim ** -0.5
+    expected = []
+    for i, n in enumerate(lens):
+        slots = [int(table[i, t // bs]) * bs + t % bs for t in range(n)]
+        k, v = (p.view(-1, num_kv_heads, head_dim)[slots].double().repeat_interleave(num_heads // num_kv_heads, 1)
+                for p in pages)
+        probs = (torch.einsum("hd,khd->hk", q[i].double(), k) * scale).softmax(-1)
+        expected.append(torch.einsum("hk,khd->hd", probs, v))
+    expected = torch.stack(expected)
+    seq_lens = torch.tensor(lens, dtype=torch.int32)
+    outs = [cpu_kernels.paged_decode(q, pages[0].contiguous(), pages[1].contiguous(), table, seq_lens, scale,
+                                       DECODE_PARTITION_TOKENS, portable).double() for portable in (False, True)]
+    for out in outs:  # bf16 output: 2**-8 relative rounding, plus bf16 inputs to the dots
+        torch.testing.assert_close(out, expected, atol=2e-2, rtol=2e-2)
+    # The two implementations differ only in float32 summation order before the final
+    # rounding to bf16: at most one bf16 step apart.
+    step = 2.0 ** (torch.floor(torch.log2(outs[1].abs().clamp_min(1e-30))) - 7)
+    assert bool(((outs[0] - outs[1]).abs() <= step + 1e-12).all())
+
+
+def test_prompt_buckets_over_the_score_limit_fall_back_to_sdpa(monkeypatch):
+    # Long prompts would need a seqs x heads x queries x keys float32 score matrix: past
+    # PROMPT_SCORES_LIMIT they run through SDPA's flash kernel instead, same results.
+    import engines.torch.paged_attention as pa
+    attn = attention_backend("kernel")
+    calls = []
+    real = pa._prompt_attention
+    monkeypatch.setattr(pa, "_prompt_attention", lambda *a: calls.append(1) or real(*a))
+    rng = random.Random(8)
+    seqs, _ = with_tables([(0, 45), (0, 40), (300, 20), (5, 1)], 16, rng)
+    check_against_dense(attn, seqs, 16, seed=8)
+    assert len(calls) == 2 * 1  # the fresh-prompt bucket and the chunk bucket, one layer
+    calls.clear()
+    monkeypatch.setattr(pa, "PROMPT_SCORES_LIMIT", 2 * HQ * 45 * 45)
+    check_against_dense(attn, seqs, 16, seed=8)
+    assert len(calls) == 1  # the 2 seqs x 45 queries x 45 keys bucket fits; 20 x 320 keys does not
+
+
+def test_prefill_softmax_rejects_bad_inputs():
+    from engines.torch import cpu_kernels
+    attention_backend("kernel")
+    scores = torch.zeros(4, 6, 5)
+    ok = torch.tensor([[0, 1, 2], [4, 4, 4]], dtype=torch.int32)
+    probs = cpu_kernels.prefill_softmax(scores, ok, 1.0, torch.float32)
+    # batch 0 = seq 0, row 2 = query 2 (last visible key 2); batch 3 = seq 1, all 5 keys.
+    torch.testing.assert_close(probs[0, 2], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0, 0]))
+    torch.testing.assert_close(probs[3, 5], torch.full((5,), 0.2))
+    with pytest.raises(RuntimeError, match=r"last_visible must lie in \[0, keys\)"):
+        cpu_kernels.prefill_softmax(scores, ok + 1, 1.0, torch.float32)
+    with pytest.raises(RuntimeError, match="scores \\[seqs \\* kv_heads"):
+        cpu_kernels.prefill_softmax(scores, torch.zeros(3, 3, dtype=torch.int32), 1.0, torch.float32)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16 output"):
+        cpu_kernels.prefill_softmax(scores, ok, 1.0, torch.float16)

@@ -21,7 +21,7 @@ from offline import HERE, OURS_PY, ROOT, VLLM_PY, ensure_checkpoint, make_prompt
 # (row label, ours categories, vLLM categories)
 ROWS = [
     ("embedding", ["embed"], ["embed"]),
-    ("RMSNorm (vLLM: fused with residual add)", ["rmsnorm"], ["rmsnorm"]),
+    ("RMSNorm incl. the residual add before it", ["rmsnorm"], ["rmsnorm"]),
     ("QKV projection", ["qkv_proj"], ["qkv_proj"]),
     ("RoPE", ["rope"], ["rope"]),
     ("attention incl. KV-cache write", ["kv_write", "attention"], ["attention"]),

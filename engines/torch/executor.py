@@ -26,6 +26,7 @@ import torch
 from engines.plan import ScheduledSeq, StepPlan, StepResult
 from engines.torch.config import LlamaConfig
 from engines.torch.model import LlamaModel, pack_cpu_weights
+from engines.torch.fused import select_ops
 from engines.torch.paged_attention import KVCache, SeqSlice, TorchAttention
 
 
@@ -80,14 +81,15 @@ class TorchExecutor:
     linear layers oneDNN-packed weights (`pack_weights`). Pass `kv_cache` to run over an
     existing pool (e.g. one shared by two workers); otherwise it allocates
     `num_blocks` x `block_size` tokens per layer. `threads` sets torch's process-wide
-    intra-op thread count (one worker per process).
+    intra-op thread count (one worker per process). `fused_ops` (fused.py): None uses
+    the fused C++ elementwise ops where they build (CPU), False the torch ones.
     """
 
     def __init__(self, model: LlamaModel, *, num_blocks: int, block_size: int,
                  device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                  sampling: Sampling = Sampling(), threads: int | None = None,
                  attention=None, pack_weights: bool = True, kv_cache: KVCache | None = None,
-                 tune_malloc: bool = True):
+                 tune_malloc: bool = True, fused_ops: bool | None = None):
         if threads is not None:
             torch.set_num_threads(threads)
         if tune_malloc:
@@ -110,6 +112,7 @@ class TorchExecutor:
                              f"{kv_cache.block_size}, not {num_blocks} of {block_size}")
         self.kv_cache, self.block_size = kv_cache, block_size
         self.sampling = sampling
+        self.ops = select_ops(self.device, self.model.dtype, fused_ops)
         self.attention = attention or _default_attention(self.model, self.device)
         calibrate = getattr(self.attention, "calibrate", None)
         if calibrate is not None:  # auto: the faster decode path for this CPU and model
@@ -136,7 +139,7 @@ class TorchExecutor:
             input_ids = self._input_ids(ordered, meta.positions)
             rows, keys = _sample_rows(plan.seqs, ordered)
             logits = self.model(input_ids, meta, self.kv_cache, self.attention,
-                                torch.tensor(rows, dtype=torch.long, device=self.device))
+                                torch.tensor(rows, dtype=torch.long, device=self.device), self.ops)
             tokens = self._sample(logits, keys).tolist()
         return StepResult(time.perf_counter() - start, tuple(tokens))
 

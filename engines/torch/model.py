@@ -19,7 +19,8 @@ from torch import nn
 
 from engines.torch.config import LlamaConfig
 from engines.torch.paged_attention import KVCache, write_kv
-from engines.torch.rope import apply_rope, cos_sin, inv_frequencies
+from engines.torch.fused import TorchOps
+from engines.torch.rope import cos_sin, inv_frequencies
 
 
 class AttentionBackend(Protocol):
@@ -32,14 +33,6 @@ class AttentionBackend(Protocol):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_pages: torch.Tensor,
                v_pages: torch.Tensor, meta, scale: float) -> torch.Tensor: ...
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # Normalise in float32 and cast back before the weight, as transformers does, so the
-    # bf16 path rounds at the same places as the reference implementation.
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
 
 
 def linear(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -143,32 +136,34 @@ class LlamaModel(nn.Module):
         return self.embed_tokens.dtype
 
     def forward(self, input_ids: torch.Tensor, meta, kv_cache: KVCache,
-                attention: AttentionBackend, sample_rows: torch.Tensor) -> torch.Tensor:
+                attention: AttentionBackend, sample_rows: torch.Tensor, ops=TorchOps) -> torch.Tensor:
         """Logits [len(sample_rows), vocab] (model dtype) for the flat batch `input_ids`.
 
         `meta` comes from attention.build(); `sample_rows` are flat-batch rows whose
-        next-token logits are wanted.
+        next-token logits are wanted; `ops` the elementwise ops (fused.py: TorchOps or
+        FusedOps). Each residual add is fused with the norm that follows it.
         """
-        eps = self.config.rms_norm_eps
+        eps, layers = self.config.rms_norm_eps, self.layers
         cos, sin = cos_sin(self.inv_freq, meta.positions, self.dtype)
         h = F.embedding(input_ids, self.embed_tokens)
-        for i, layer in enumerate(self.layers):
-            x = rms_norm(h, layer.input_layernorm, eps)
-            h = h + self._attention(layer, x, cos, sin, *kv_cache.layer(i), meta, attention)
-            h = h + self._mlp(layer, rms_norm(h, layer.post_attention_layernorm, eps))
-        return linear(self, "lm_head", rms_norm(h[sample_rows], self.norm, eps))
+        x = ops.rms_norm(h, layers[0].input_layernorm, eps)
+        for i, layer in enumerate(layers):
+            attn = self._attention(layer, x, cos, sin, *kv_cache.layer(i), meta, attention, ops)
+            h, x = ops.add_rms_norm(h, attn, layer.post_attention_layernorm, eps)
+            mlp = linear(layer, "down_proj", ops.silu_and_mul(linear(layer, "gate_up_proj", x)))
+            if i + 1 < len(layers):
+                h, x = ops.add_rms_norm(h, mlp, layers[i + 1].input_layernorm, eps)
+        # The last residual add and the final norm only for the rows that sample.
+        h = h[sample_rows] + mlp[sample_rows]
+        return linear(self, "lm_head", ops.rms_norm(h, self.norm, eps))
 
-    def _attention(self, layer: LlamaLayer, x, cos, sin, k_pages, v_pages, meta, attention):
+    def _attention(self, layer: LlamaLayer, x, cos, sin, k_pages, v_pages, meta, attention, ops):
         c, n = self.config, x.shape[0]
         qkv = linear(layer, "qkv_proj", x)
         # q and k are rotated together: one view over the first q_size + kv_size columns.
-        qk = apply_rope(qkv[:, :c.q_size + c.kv_size].view(n, -1, c.head_dim), cos, sin)
+        qk = ops.rope(qkv[:, :c.q_size + c.kv_size].view(n, -1, c.head_dim), cos, sin)
         q, k = qk[:, :c.num_attention_heads], qk[:, c.num_attention_heads:]
         v = qkv[:, c.q_size + c.kv_size:].view(n, c.num_key_value_heads, c.head_dim)
         write_kv(k_pages, v_pages, meta.slot_mapping, k, v)
         o = attention.attend(q, k, v, k_pages, v_pages, meta, self.scale)
         return linear(layer, "o_proj", o.reshape(n, c.q_size))
-
-    def _mlp(self, layer: LlamaLayer, x):
-        gate, up = linear(layer, "gate_up_proj", x).chunk(2, dim=-1)
-        return linear(layer, "down_proj", F.silu(gate) * up)
