@@ -60,7 +60,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,hf]'
-	$(BIN)/python -m engines.torch.cpu_kernels   # build the C++ kernels (~30 s; optional)
+	$(BIN)/python -m engines.torch.cpu_kernels   # build the C++ kernels (~15 s; optional)
 	touch $(STAMP)
 
 clean:
