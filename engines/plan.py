@@ -83,3 +83,9 @@ class StepRecord:
     num_decode_tokens: int
     batch_size: int
     share: float  # fraction of the device's compute the worker was capped to
+    # The step's shape beyond token counts, for replaying it through a cost model
+    # (sim-vs-real fidelity): tokens already in KV that its prefill chunks and its decodes
+    # attend to, and the sequences that sample a token.
+    prefill_context_tokens: int = 0
+    decode_context_tokens: int = 0
+    num_samples: int = 0

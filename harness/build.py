@@ -46,8 +46,20 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
     model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
     eng = cfg.engine
     # The cost model is stateless: every worker can share one.
-    cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
+    if cfg.executor.cost_model == "profiled":
+        for option, value in (("engine.tp", eng.tp), ("engine.pp", eng.pp)):
+            if value != 1:
+                raise ConfigError(option, "1 with executor.cost_model=profiled (a profile times one "
+                                  "device; parallel layouts need the roofline)", value)
+        cost = _profiled_cost_model(cfg.executor.profile, model, hw, cfg.executor.share_model)
+    else:
+        cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
     return lambda: SimExecutor(cost)
+
+
+def _profiled_cost_model(profile: str, model, hw, share_model: str):
+    from sim.profiled import ProfiledCostModel  # pandas + numpy only when asked for
+    return ProfiledCostModel(profile, model, hw, share_model=share_model)
 
 
 def build_engine(cfg: RunConfig, loop: Loop) -> Engine:

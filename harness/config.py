@@ -13,6 +13,7 @@ from sim.specs import HARDWARE, MODELS
 from workloads.config import WorkloadConfig
 
 EXECUTORS = ("sim", "torch")
+COST_MODELS = ("roofline", "profiled")
 TPOT_DEFINITIONS = ("vllm", "per_output_token")
 RATE_UNITS = ("gpu", "instance")
 # The torch executor's dtypes (engines/torch/runtime.py; a test keeps the two equal, as
@@ -39,6 +40,11 @@ class HardwareConfig:
 class ExecutorConfig:
     name: str = "sim"                # sim | torch
     share_model: str = "roofline"    # sim: how step time grows as the compute share shrinks
+    # sim: roofline = predicted from the hardware spec (sim/cost_model.py); profiled = from
+    # measured steps of the real executor in `profile` (sim/profiled.py; a CSV written by
+    # `python -m engines.torch.profiler`).
+    cost_model: str = "roofline"
+    profile: str | None = None
     device: str = "cpu"              # torch
     dtype: str = "bfloat16"          # torch
     num_threads: int | None = None   # torch: None = all cores
@@ -64,6 +70,10 @@ class ExecutorConfig:
     def validate(self) -> None:
         check_choice("executor.name", self.name, EXECUTORS)
         check_choice("executor.share_model", self.share_model, tuple(SHARE_MODELS))
+        check_choice("executor.cost_model", self.cost_model, COST_MODELS)
+        if self.cost_model == "profiled" and not self.profile:
+            raise ConfigError("executor.profile", "the path of a profile CSV with executor.cost_model=profiled "
+                              "(python -m engines.torch.profiler model=... writes one)", self.profile)
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ConfigError("executor.device", "cpu, cuda or cuda:<index>", self.device)
         check_choice("executor.dtype", self.dtype, TORCH_DTYPES)

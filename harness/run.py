@@ -160,7 +160,9 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
     summary["num_unfinished"] = num_unfinished
     summary["num_preemptions"] = sum(r.num_preemptions for r in requests)
     summary["engine_shape"] = _shape(cfg.engine)
-    if cfg.executor.name != "sim":
+    if cfg.executor.name == "sim":
+        summary |= {"cost_model": cfg.executor.cost_model, "profile": cfg.executor.profile}
+    else:
         summary |= {"device": cfg.executor.device, "dtype": cfg.executor.dtype,
                     "ignore_eos": cfg.executor.ignore_eos,
                     "attention": getattr(engine.workers[0].executor, "attention_name", None),

@@ -27,7 +27,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "num_output_tokens", "ttft_s", "tpot_s", "e2e_s", "finish_reason", "reject_reason", "source")
 STEP_COLUMNS: tuple[str, ...] = (
     "worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens",
-    "batch_size", "share")
+    "batch_size", "share", "prefill_context_tokens", "decode_context_tokens", "num_samples")
 _STRING_COLUMNS = ("status", "finish_reason", "reject_reason", "source", "worker")
 TOKEN_TIMES_FILE = "token_times.csv"
 _RESERVED = ("config.yaml", "requests.csv", "steps.csv", "summary.json")

@@ -1,0 +1,216 @@
+"""Profile the real executor's step time over a grid of step shapes, for the simulator's
+profiled cost model (sim/profiled.py, `executor.cost_model=profiled`).
+
+    python -m engines.torch.profiler model=small_llama [hardware=cpu] [threads=2,1]
+        [dtype=bfloat16] [repeats=5] [out=results/profiles/cpu_small_llama.csv]
+
+Runs the model's checkpoint (made with random weights when missing) on a worker process
+started as real runs start them (engines/torch/runtime.py: packed weights, the calibrated
+attention path, fused ops), timing each step as a real run's driver does (submit to
+result), over:
+- prefill: one chunk of n new tokens over c tokens of context, not sampling (a chunk in
+  the middle of a prompt), n in 1..2048, c in {0, 512, 1024};
+- decode: b sequences of one token over c tokens of context each, all sampling;
+- mixed: decodes and a prefill chunk in one step (the fit leaves these out, so they
+  test the model: sim/profiled.py reports their error);
+once per thread count in `threads`, on a worker pinned to that many cores (as a semi-PD
+worker with that share is). Each row: the median of `repeats` timed steps after two
+warm-up steps. The CSV starts with `#` lines naming the machine, the software
+versions, the model and the executor set-up; sim/profiled.py checks them against the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from engines.plan import ScheduledSeq, StepPlan
+
+FORMAT = "semipd-bench-profile/1"
+# Prefill chunks at context 0 at every decode batch size too, so the fit can tell the
+# per-token cost (linear layers) from the per-sampled-sequence cost (LM head, sampler).
+# Small batches are measured one by one: oneDNN's GEMMs for 1-12 rows are not monotone in
+# the row count (small_llama decode at 512 keys, 2 threads: 11.4, 12.9, 12.1, 11.3, 11.0,
+# 12.1 ms for batch 1-6), so interpolating between 1 and 4 would miss a 15 % bump at 2.
+DECODE_BATCHES = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+PREFILL_TOKENS = DECODE_BATCHES + (256, 512, 1024, 2048)
+PREFILL_CONTEXT_TOKENS = (16, 64, 256, 1024)  # at the nonzero contexts
+PREFILL_CONTEXTS = (0, 512, 1024)
+DECODE_CONTEXTS = (128, 1024)
+MIXED = ((16, 512, 256, 0), (32, 128, 64, 256), (64, 1024, 16, 0), (4, 1024, 1024, 0))  # (b, c, n, c_prefill)
+BLOCK_SIZE = 16
+WARM_UP_STEPS = 2
+COLUMNS = ("kind", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+           "decode_context", "num_samples", "median_s", "min_s", "max_s", "repeats")
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    kind: str             # prefill | decode | mixed
+    prefill_tokens: int   # new tokens of the one prefill chunk (0: none)
+    prefill_context: int  # its context
+    decode_seqs: int
+    decode_context: int   # context of each decode (its new token is one more)
+
+    @property
+    def num_samples(self) -> int:
+        return self.decode_seqs  # the prefill chunk is a middle chunk: it does not sample
+
+    def max_tokens_per_seq(self) -> int:
+        return max(self.prefill_tokens + self.prefill_context, self.decode_context + 1)
+
+
+def grid(max_context: int) -> list[Shape]:
+    """The step shapes, those that fit the model's context."""
+    shapes = [Shape("prefill", n, c, 0, 0) for c in PREFILL_CONTEXTS
+              for n in (PREFILL_TOKENS if c == 0 else PREFILL_CONTEXT_TOKENS)]
+    shapes += [Shape("decode", 0, 0, b, c) for c in DECODE_CONTEXTS for b in DECODE_BATCHES]
+    shapes += [Shape("mixed", n, cp, b, c) for b, c, n, cp in MIXED]
+    return [s for s in shapes if s.max_tokens_per_seq() <= max_context]
+
+
+def plan_for(shape: Shape) -> tuple[StepPlan, int]:
+    """The step plan of `shape` over fresh blocks, and the number of blocks it uses."""
+    seqs, next_block = [], 0
+
+    def blocks(tokens: int) -> tuple[int, ...]:
+        nonlocal next_block
+        n = -(-tokens // BLOCK_SIZE)
+        next_block += n
+        return tuple(range(next_block - n, next_block))
+
+    for r in range(shape.decode_seqs):
+        c = shape.decode_context
+        seqs.append(ScheduledSeq(r, c, 1, True, False, blocks(c + 1), ((r * 7919 + c) % 128000,)))
+    if shape.prefill_tokens:
+        n, c = shape.prefill_tokens, shape.prefill_context
+        seqs.append(ScheduledSeq(shape.decode_seqs, c, n, False, True, blocks(c + n),
+                                 tuple((i * 31 + 7) % 128000 for i in range(n))))
+    plan = StepPlan("profile", tuple(seqs), shape.prefill_tokens, shape.decode_seqs)
+    return plan, next_block
+
+
+def time_shape(ex, shape: Shape, repeats: int) -> list[float]:
+    """Wall seconds of `repeats` steps of `shape` on a worker process, as the driver of a
+    real run sees a step (submit to result, pipe included), after WARM_UP_STEPS."""
+    plan, _ = plan_for(shape)
+    times = []
+    for i in range(WARM_UP_STEPS + repeats):  # warm-up: allocator, oneDNN primitives, KV pages
+        start = time.perf_counter()
+        ex.submit(plan, 1.0)
+        ex.collect()
+        if i >= WARM_UP_STEPS:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def machine_description() -> str:
+    model = platform.processor() or platform.machine()
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == (platform.processor() or platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in have)
+                break
+    except OSError:
+        pass
+    return f"{model}; {len(os.sched_getaffinity(0))} cores; {flags or 'no avx2'}"
+
+
+def header(model_name: str, hardware: str, config, attention: str, dtype: str, cores: list[int]) -> list[str]:
+    from engines.torch import cpu_kernels
+    from harness.versions import versions
+    v = versions()
+    ops = "fused" if cpu_kernels.load() is None else "torch"
+    return [f"# format: {FORMAT}",
+            f"# model: {model_name}",
+            f"# model_config: layers={config.num_hidden_layers} hidden={config.hidden_size} "
+            f"heads={config.num_attention_heads} kv_heads={config.num_key_value_heads} "
+            f"head_dim={config.head_dim} intermediate={config.intermediate_size} vocab={config.vocab_size}",
+            f"# hardware: {hardware}",
+            f"# machine: {machine_description()}",
+            f"# cores: {len(cores)}",
+            "# versions: " + " ".join(f"{k}={val}" for k, val in sorted(v.items())),
+            f"# executor: torch runtime=processes dtype={dtype} attention={attention} ops={ops} "
+            f"packed=True block_size={BLOCK_SIZE}",
+            f"# created: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}"]
+
+
+def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1", dtype: str = "bfloat16",
+        repeats: int = 5, out: str | None = None, checkpoint: str | None = None, log=print) -> Path:
+    """Profile on worker processes as a real run starts them (engines/torch/runtime.py): the
+    worker for `t` threads runs on t cores, as a semi-PD worker with that share would."""
+    from engines.torch import runtime
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(_DTYPES)}")
+    cores = sorted(os.sched_getaffinity(0))
+    try:
+        counts = [int(t) for t in str(threads).split(",")]
+    except ValueError:
+        counts = [0]
+    if any(t < 1 or t > len(cores) for t in counts):
+        raise ValueError(f"threads={threads}: comma-separated counts, each 1..{len(cores)} (this process's cores)")
+    if hardware != "cpu":
+        raise ValueError(f"hardware={hardware!r}: this profiler runs the CPU executor; profile GPUs with "
+                         "Vidur's profiler")
+    setup = runtime.prepare(model, checkpoint, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
+                            kv_cache_bytes=None, gpu_memory_utilization=0.9)
+    shapes = grid(setup.config.max_position_embeddings)
+    needed = max(plan_for(s)[1] for s in shapes)
+    if needed > setup.num_blocks:
+        raise ValueError(f"the grid needs {needed} KV blocks; the default pool has {setup.num_blocks}")
+    out_path = Path(out or f"results/profiles/{hardware}_{model}.csv")
+    rows, head = [], None
+    with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores) as rt:
+        for t in counts:
+            ex = rt.start(f"profile_{t}_threads", role="unified", share_pct=100.0 * t / len(cores),
+                          instance=0, num_instances=1)
+            ex.wait_ready()
+            head = head or header(model, hardware, setup.config, ex.attention_name, dtype, cores)
+            for i, shape in enumerate(shapes):
+                times = time_shape(ex, shape, repeats)
+                rows.append((shape.kind, t, int(shape.prefill_tokens > 0), shape.prefill_tokens,
+                             shape.prefill_context, shape.decode_seqs, shape.decode_context, shape.num_samples,
+                             statistics.median(times), min(times), max(times), repeats))
+                log(f"  threads={t} [{i + 1}/{len(shapes)}] {shape.kind:7s} prefill {shape.prefill_tokens:5d}"
+                    f"@{shape.prefill_context:<5d} decode {shape.decode_seqs:4d}@{shape.decode_context:<5d}"
+                    f" {1e3 * statistics.median(times):9.2f} ms")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = head + [",".join(COLUMNS)] + [",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row)
+                                          for row in rows]
+    out_path.write_text("\n".join(lines) + "\n")
+    return out_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    known = {"model", "hardware", "threads", "dtype", "repeats", "out", "checkpoint"}
+    kwargs = {}
+    for a in args:
+        key, sep, value = a.partition("=")
+        if not sep or key not in known:
+            print(f"profiler: bad argument {a!r}: expected key=value with key in {sorted(known)}", file=sys.stderr)
+            return 2
+        kwargs[key] = int(value) if key == "repeats" else value
+    try:
+        path = run(**kwargs)
+    except ValueError as err:
+        print(f"profiler: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

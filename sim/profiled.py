@@ -1,0 +1,250 @@
+"""Profiled cost model: step times predicted from measured steps of the real executor
+(`executor.cost_model=profiled executor.profile=<csv>`, a profile written by
+`python -m engines.torch.profiler`).
+
+A step's time is split into parts, each a function of one feature of the plan:
+
+    t = L(m) + H(s) + a_p * pairs_p + c_p * keys_p + a_d * keys_d
+
+- L(m): everything that grows with the step's new tokens m (linear layers, norms, RoPE,
+  KV writes, the per-step host work): piecewise linear between the profiled token
+  counts (the prefill chunks at context 0 of the profile);
+- H(s): what grows with the sequences that sample a token (LM head, sampler, per-decode
+  attention set-up): piecewise linear between the profiled decode batch sizes, H(0) = 0;
+- attention: prefill chunks cost a_p per (query, key) pair (causal: a chunk of n tokens
+  over c of context has n c + n (n + 1) / 2) and c_p per key read; decodes a_d per key.
+The parts are fitted jointly to the prefill and decode rows (least squares on relative
+error, coefficients kept non-negative); the mixed rows are left out and reported as the
+fit's test (`fit_report`). Outside the profiled token and batch range L and H are scaled
+from their last measured point by the roofline's growth (sim/cost_model.py), with a log
+line the first time.
+
+Shares (semi-PD on a CPU: a share is a number of cores, semipd/partition.py): the fit of
+the profile rows run on that many threads; without such rows, the full-share fit scaled
+by the roofline share model, logged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engines.errors import ConfigError
+from engines.plan import StepPlan
+from semipd.partition import num_cores_for_share
+from sim.cost_model import RooflineCostModel
+from sim.specs import HardwareSpec, ModelSpec
+
+log = logging.getLogger(__name__)
+FORMAT = "semipd-bench-profile/1"
+_COLUMNS = ("kind", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+            "decode_context", "num_samples", "median_s")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """One thread count's fitted parts."""
+
+    threads: int
+    token_knots: tuple[int, ...]
+    token_s: tuple[float, ...]       # L at the knots
+    sample_knots: tuple[int, ...]
+    sample_s: tuple[float, ...]      # H at the knots (H(0) = 0)
+    prefill_pair_s: float
+    prefill_key_s: float
+    decode_key_s: float
+    max_context: int
+
+
+def read_profile(path: str | Path) -> tuple[dict[str, str], pd.DataFrame]:
+    """(header fields, rows) of a profile CSV; ConfigError naming the file and what is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("executor.profile", "a profile CSV (python -m engines.torch.profiler)", str(path))
+    meta = {}
+    with p.open() as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            key, _, value = line[1:].strip().partition(":")
+            meta[key.strip()] = value.strip()
+    if meta.get("format") != FORMAT:
+        raise ConfigError("executor.profile", f"a file in format {FORMAT} (its '# format:' line)",
+                          f"{path} (format {meta.get('format')!r})")
+    rows = pd.read_csv(p, comment="#")
+    missing = [c for c in _COLUMNS if c not in rows.columns]
+    if missing:
+        raise ConfigError("executor.profile", f"columns {', '.join(_COLUMNS)}", f"{path} (missing {missing})")
+    if rows.empty or not (rows["median_s"] > 0).all():
+        raise ConfigError("executor.profile", "rows with positive median_s", str(path))
+    return meta, rows
+
+
+def _hats(x: np.ndarray, knots: tuple[int, ...], zero_at_origin: bool) -> np.ndarray:
+    """Piecewise-linear basis: column k is 1 at knots[k], 0 at the other knots (and at 0
+    when zero_at_origin), linear in between; flat beyond the last knot's neighbours."""
+    pts = ((0,) if zero_at_origin else ()) + knots
+    cols = []
+    for k in range(len(knots)):
+        values = np.zeros(len(pts))
+        values[k + (1 if zero_at_origin else 0)] = 1.0
+        cols.append(np.interp(x, pts, values))
+    return np.stack(cols, axis=1)
+
+
+def _features(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    n, c = rows["prefill_tokens"].to_numpy(float), rows["prefill_context"].to_numpy(float)
+    b, cd = rows["decode_seqs"].to_numpy(float), rows["decode_context"].to_numpy(float)
+    return {"m": n + b, "s": rows["num_samples"].to_numpy(float),
+            "pairs_p": n * c + n * (n + 1) / 2, "keys_p": np.where(n > 0, c + n, 0.0), "keys_d": b * (cd + 1)}
+
+
+def fit_rows(rows: pd.DataFrame, threads: int) -> Fit:
+    """Fit one thread count's prefill and decode rows (mixed rows are not used)."""
+    train = rows[rows["kind"].isin(["prefill", "decode"])]
+    prefill0 = train[(train["kind"] == "prefill") & (train["prefill_context"] == 0)]
+    token_knots = tuple(sorted(set(prefill0["prefill_tokens"].astype(int))))
+    sample_knots = tuple(sorted(set(train.loc[train["num_samples"] > 0, "num_samples"].astype(int))))
+    if len(token_knots) < 2 or not sample_knots:
+        raise ValueError(f"threads={threads}: the profile needs prefill rows at context 0 with 2+ token "
+                         "counts and decode rows")
+    f = _features(train)
+    y = train["median_s"].to_numpy(float)
+    blocks = [_hats(f["m"], token_knots, False), _hats(f["s"], sample_knots, True),
+              f["pairs_p"][:, None], f["keys_p"][:, None], f["keys_d"][:, None]]
+    x = np.concatenate(blocks, axis=1)
+    coef = _nonnegative_lstsq(x / y[:, None], np.ones_like(y))
+    nt, ns = len(token_knots), len(sample_knots)
+    return Fit(threads, token_knots, tuple(coef[:nt]), sample_knots, tuple(coef[nt:nt + ns]),
+               float(coef[nt + ns]), float(coef[nt + ns + 1]), float(coef[nt + ns + 2]),
+               int(max((rows["prefill_context"] + rows["prefill_tokens"]).max(), rows["decode_context"].max() + 1)))
+
+
+def _nonnegative_lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """min |a x - b| with x >= 0, by dropping the most negative coefficient and refitting
+    (the few columns here make this exact enough; every part of a step time is >= 0)."""
+    active = list(range(a.shape[1]))
+    while True:
+        sol, *_ = np.linalg.lstsq(a[:, active], b, rcond=None)
+        if (sol >= 0).all():
+            x = np.zeros(a.shape[1])
+            x[active] = sol
+            return x
+        active.pop(int(np.argmin(sol)))
+
+
+class ProfiledCostModel:
+    """`step_time_s(plan, share)` from a profile; `resource_demands_s` as the roofline's
+    split of the step into compute and memory time, scaled to the profiled time."""
+
+    def __init__(self, profile: str | Path, model: ModelSpec, hardware: HardwareSpec,
+                 share_model: str = "roofline") -> None:
+        meta, rows = read_profile(profile)
+        for field, wanted in (("model", model.name), ("hardware", hardware.name)):
+            if meta.get(field) != wanted:
+                raise ConfigError("executor.profile", f"a profile of {field} {wanted} (its '# {field}:' line)",
+                                  f"{profile} ({field} {meta.get(field)!r})")
+        self.profile, self.meta = str(profile), meta
+        self.fits = {int(t): fit_rows(g, int(t)) for t, g in rows.groupby("threads")}
+        self.max_threads = max(self.fits)
+        self.rows = rows
+        self.roofline = RooflineCostModel(model, hardware, share_model=share_model)
+        self._warned: set[str] = set()
+
+    # ----- prediction ---------------------------------------------------------------------
+    def step_time_s(self, plan: StepPlan, share: float) -> float:
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        threads = num_cores_for_share(100.0 * share, self.max_threads)
+        fit = self.fits.get(threads)
+        if fit is None:  # no rows at that many threads: the full fit, scaled as the roofline scales
+            self._note("share", f"{self.profile} has no rows at {threads} threads (share {share:.2f}); "
+                                "scaling the full-share profile by the roofline share model")
+            full = self.fits[self.max_threads]
+            return self._predict(full, plan) * (self.roofline.step_time_s(plan, share)
+                                                / self.roofline.step_time_s(plan, 1.0))
+        return self._predict(fit, plan)
+
+    def resource_demands_s(self, plan: StepPlan) -> tuple[float, float]:
+        compute, memory = self.roofline.resource_demands_s(plan)
+        total = self.step_time_s(plan, 1.0)
+        scale = total / max(compute, memory, 1e-12)
+        return compute * scale, memory * scale
+
+    def _predict(self, fit: Fit, plan: StepPlan) -> float:
+        m = s = pairs_p = keys_p = keys_d = 0
+        longest = 0
+        for q in plan.seqs:
+            new, ctx = q.num_new_tokens, q.num_context_tokens
+            m += new
+            longest = max(longest, ctx + new)
+            if q.samples:
+                s += 1
+            if q.is_prefill:
+                pairs_p += new * ctx + new * (new + 1) // 2
+                keys_p += ctx + new
+            else:
+                keys_d += ctx + new
+        if m == 0:
+            return 0.0
+        if longest > fit.max_context:
+            self._note("context", f"a sequence of {longest} tokens is past {self.profile}'s longest "
+                                  f"({fit.max_context}): attention extrapolated linearly")
+        return (self._part(m, fit.token_knots, fit.token_s, "tokens", self._roof_tokens)
+                + self._part(s, fit.sample_knots, fit.sample_s, "sampling sequences", self._roof_samples)
+                + fit.prefill_pair_s * pairs_p + fit.prefill_key_s * keys_p + fit.decode_key_s * keys_d)
+
+    def _part(self, x: int, knots, values, what: str, roof) -> float:
+        if x == 0:
+            return 0.0
+        if x <= knots[-1]:
+            return float(np.interp(x, knots, values)) if x >= knots[0] else values[0] * roof(x) / roof(knots[0])
+        self._note(what, f"{x} {what} is past {self.profile}'s largest ({knots[-1]}): "
+                         "scaled from it by the roofline's growth")
+        return values[-1] * roof(x) / roof(knots[-1])
+
+    def _roof_tokens(self, m: int) -> float:
+        return self.roofline._gpu_parts_s(_tokens_plan(m, samples=0), 1.0, 1.0)[0]
+
+    def _roof_samples(self, s: int) -> float:
+        r = self.roofline._rates(1.0, 1.0)
+        return self.roofline._head_s(s, s, r)
+
+    def _note(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("profiled cost model: %s", message)
+
+    # ----- how well the profile is fitted ------------------------------------------------
+    def fit_report(self) -> pd.DataFrame:
+        """Every profile row with its prediction and relative error; `used_in_fit` is
+        False for the mixed rows (the test of additivity)."""
+        out = []
+        for _, r in self.rows.iterrows():
+            plan = _row_plan(r)
+            pred = self._predict(self.fits[int(r["threads"])], plan)
+            out.append({**r.to_dict(), "predicted_s": pred, "rel_error": pred / r["median_s"] - 1.0,
+                        "used_in_fit": r["kind"] != "mixed"})
+        return pd.DataFrame(out)
+
+
+def _tokens_plan(m: int, samples: int) -> StepPlan:
+    from engines.plan import ScheduledSeq
+    return StepPlan("roof", (ScheduledSeq(0, 0, m, samples > 0, True, ()),), m, 0)
+
+
+def _row_plan(r) -> StepPlan:
+    from engines.plan import ScheduledSeq
+    seqs = [ScheduledSeq(i, int(r["decode_context"]), 1, True, False, ()) for i in range(int(r["decode_seqs"]))]
+    if int(r["prefill_tokens"]):
+        seqs.append(ScheduledSeq(len(seqs), int(r["prefill_context"]), int(r["prefill_tokens"]), False, True, ()))
+    return StepPlan("row", tuple(seqs), int(r["prefill_tokens"]), int(r["decode_seqs"]))
+
+
+def median_abs_error(report: pd.DataFrame, used_in_fit: bool) -> float:
+    part = report[report["used_in_fit"] == used_in_fit]
+    return float(part["rel_error"].abs().median()) if len(part) else math.nan

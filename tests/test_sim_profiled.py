@@ -1,0 +1,135 @@
+"""The profiled cost model (sim/profiled.py) on synthetic profiles whose true step-time
+function is known, its checks of the profile file, and its use from a run."""
+import json
+import logging
+import random
+
+import pytest
+
+from engines.errors import ConfigError
+from engines.plan import ScheduledSeq, StepPlan
+from sim.profiled import FORMAT, ProfiledCostModel, median_abs_error
+from sim.specs import get_hardware, get_model
+
+MODEL, HW = get_model("small_llama"), get_hardware("cpu")
+COLUMNS = "kind,threads,prefill_seqs,prefill_tokens,prefill_context,decode_seqs,decode_context,num_samples,median_s"
+TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def true_time(n, c, b, cd, threads):
+    """A step-time law of the form the model assumes (kinked, not linear, in tokens and
+    batch), slower on one thread."""
+    m = n + b
+    tokens = 0.005 + 4e-5 * m + (2e-4 * (m - 64) if m > 64 else 0.0)
+    samples = 1e-3 * b ** 0.8
+    attention = 2e-7 * (n * c + n * (n + 1) / 2) + 1e-6 * (c + n if n else 0) + 4e-7 * b * (cd + 1)
+    return (tokens + samples + attention) * (1.8 if threads == 1 else 1.0)
+
+
+def write_profile(path, threads=(2, 1), noise=0.0, model="small_llama", hardware="cpu", fmt=FORMAT, seed=0):
+    rng = random.Random(seed)
+    lines = [f"# format: {fmt}", f"# model: {model}", f"# hardware: {hardware}", COLUMNS]
+    shapes = [("prefill", n, 0, 0, 0) for n in TOKENS]
+    shapes += [("prefill", n, c, 0, 0) for c in (256, 768) for n in (16, 128, 512)]
+    shapes += [("decode", 0, 0, b, cd) for cd in (100, 900) for b in BATCHES]
+    shapes += [("mixed", 200, 0, 12, 400), ("mixed", 48, 300, 40, 150), ("mixed", 600, 0, 3, 700)]
+    for t in threads:
+        for kind, n, c, b, cd in shapes:
+            y = true_time(n, c, b, cd, t) * (1 + rng.uniform(-noise, noise))
+            lines.append(f"{kind},{t},{int(n > 0)},{n},{c},{b},{cd},{b},{y:.9g}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def plan(n=0, c=0, decodes=(), sample_prefill=False):
+    seqs = [ScheduledSeq(i, cd, 1, True, False, ()) for i, cd in enumerate(decodes)]
+    if n:
+        seqs.append(ScheduledSeq(len(seqs), c, n, sample_prefill, True, ()))
+    return StepPlan("t", tuple(seqs), n, len(decodes))
+
+
+def test_fit_recovers_the_law_and_predicts_unseen_shapes(tmp_path):
+    model = ProfiledCostModel(write_profile(tmp_path / "p.csv", noise=0.01), MODEL, HW)
+    report = model.fit_report()
+    assert median_abs_error(report, used_in_fit=True) < 0.01
+    assert report.loc[~report.used_in_fit, "rel_error"].abs().max() < 0.03  # mixed rows: not fitted
+    # Shapes between the grid points, with uneven decode contexts, on both thread counts.
+    for threads, share in ((2, 1.0), (1, 0.5)):
+        for n, c, decodes in ((96, 0, ()), (0, 0, (50, 700, 1200)), (300, 400, (10,) * 20), (5, 0, (333,) * 6)):
+            keys = sum(cd + 1 for cd in decodes)
+            expected = true_time(n, c, len(decodes), keys / len(decodes) - 1 if decodes else 0, threads)
+            got = model.step_time_s(plan(n, c, decodes), share)
+            assert got == pytest.approx(expected, rel=0.04), (threads, n, c, decodes)
+
+
+def test_outside_the_grid_scales_by_the_roofline_and_says_so(tmp_path, caplog):
+    model = ProfiledCostModel(write_profile(tmp_path / "p.csv"), MODEL, HW)
+    fit = model.fits[2]
+    with caplog.at_level(logging.WARNING, logger="sim.profiled"):
+        t4096 = model.step_time_s(plan(4096), 1.0)
+        model.step_time_s(plan(3000), 1.0)
+    notes = [r.getMessage() for r in caplog.records]
+    assert sum("tokens is past" in m and "largest (1024)" in m for m in notes) == 1  # once, not again for 3000
+    assert sum("longest (1280): attention extrapolated" in m for m in notes) == 1
+    tokens_part = fit.token_s[-1] * model._roof_tokens(4096) / model._roof_tokens(TOKENS[-1])
+    attention = fit.prefill_pair_s * 4096 * 4097 / 2 + fit.prefill_key_s * 4096
+    assert t4096 == pytest.approx(tokens_part + attention, rel=1e-9)
+    assert model._roof_tokens(4096) > model._roof_tokens(TOKENS[-1])
+
+
+def test_a_share_without_rows_scales_the_full_share_fit(tmp_path, caplog):
+    model = ProfiledCostModel(write_profile(tmp_path / "p.csv", threads=(2,)), MODEL, HW)
+    step = plan(0, 0, (500,) * 8)
+    with caplog.at_level(logging.WARNING, logger="sim.profiled"):
+        half = model.step_time_s(step, 0.5)
+    assert "no rows at 1 threads" in caplog.text
+    ratio = model.roofline.step_time_s(step, 0.5) / model.roofline.step_time_s(step, 1.0)
+    assert half == pytest.approx(model.step_time_s(step, 1.0) * ratio)
+    with pytest.raises(ValueError, match="share must be in"):
+        model.step_time_s(step, 0.0)
+
+
+def test_resource_demands_keep_the_roofline_split_at_the_profiled_time(tmp_path):
+    model = ProfiledCostModel(write_profile(tmp_path / "p.csv"), MODEL, HW)
+    step = plan(256, 0, (300,) * 4)
+    compute, memory = model.resource_demands_s(step)
+    rc, rm = model.roofline.resource_demands_s(step)
+    assert max(compute, memory) == pytest.approx(model.step_time_s(step, 1.0))
+    assert compute / memory == pytest.approx(rc / rm)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda p: p.unlink(), "a profile CSV"),
+    (lambda p: p.write_text(p.read_text().replace(FORMAT, "vidur/1")), "format semipd-bench-profile/1"),
+    (lambda p: p.write_text(p.read_text().replace(",median_s", ",time_s")), "missing \\['median_s'\\]"),
+    (lambda p: p.write_text(p.read_text().replace("# model: small_llama", "# model: tiny_llama")),
+     "a profile of model small_llama"),
+    (lambda p: p.write_text(p.read_text().replace("# hardware: cpu", "# hardware: a100_80g")),
+     "a profile of hardware cpu"),
+])
+def test_bad_profiles_name_the_file_and_what_is_wrong(tmp_path, edit, match):
+    path = write_profile(tmp_path / "p.csv")
+    edit(path)
+    with pytest.raises(ConfigError, match=match) as err:
+        ProfiledCostModel(path, MODEL, HW)
+    assert err.value.option == "executor.profile" and "p.csv" in str(err.value)
+
+
+def test_a_run_with_the_profiled_cost_model(tmp_path):
+    from harness.goodput import compose
+    from harness.run import run
+    profile = write_profile(tmp_path / "p.csv")
+    common = ["model=small_llama", "hardware=cpu", "workload=synthetic", "workload.num_requests=30",
+              "workload.rate=2", "plots=false", "progress=false", "engine=unified_chunked"]
+    with pytest.raises(ConfigError, match="executor.profile"):
+        run(compose(common + ["executor.cost_model=profiled"]), tmp_path / "no_profile")
+    with pytest.raises(ConfigError, match="executor.cost_model"):
+        run(compose(common + ["executor.cost_model=vidur"]), tmp_path / "bad_model")
+    out = run(compose(common + ["executor.cost_model=profiled", f"executor.profile={profile}"]), tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["cost_model"] == "profiled" and summary["profile"] == str(profile)
+    assert summary["num_finished"] == 30 and out.summary["tpot_s"]["mean"] > 0
+    with pytest.raises(ConfigError, match="engine.tp"):
+        run(compose(common + ["executor.cost_model=profiled", f"executor.profile={profile}", "engine.tp=2"]),
+            tmp_path / "tp")
