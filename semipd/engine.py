@@ -210,14 +210,11 @@ class SemiPDEngine(Engine):
         if len(steps) < 2:
             return solo
         if self.contention == "resources" and all(hasattr(st.worker.executor, "resource_demands_s") for st in steps):
-            use_compute = use_bandwidth = 0.0
             for st in steps:
                 if st.use is None:
                     compute_s, memory_s = st.worker.executor.resource_demands_s(st.plan)
                     st.use = (compute_s / st.result.duration_s, memory_s / st.result.duration_s)
-                use_compute += st.use[0]
-                use_bandwidth += st.use[1]
-            slowdown = max(1.0, use_compute, use_bandwidth)
+            slowdown = resources_slowdown([st.use for st in steps])
             return [d * slowdown for d in solo]
         total_share = dev.prefill.share + dev.decode.share
         if total_share <= 1.0 + 1e-9:
@@ -235,6 +232,12 @@ class SemiPDEngine(Engine):
         del dev.inflight[st.worker.name]
         self._retime(dev)  # the other worker now runs alone
         self._end_step(st.worker, st.plan, st.result, st.start_s)
+
+
+def resources_slowdown(uses: list[tuple[float, float]]) -> float:
+    """The `resources` contention model: steps using (compute, bandwidth) fractions of the
+    device at their solo speed all slow down by the larger oversubscription, if any."""
+    return max(1.0, sum(u[0] for u in uses), sum(u[1] for u in uses))
 
 
 def build_semipd(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], Executor],

@@ -133,3 +133,21 @@ def test_a_run_with_the_profiled_cost_model(tmp_path):
     with pytest.raises(ConfigError, match="engine.tp"):
         run(compose(common + ["executor.cost_model=profiled", f"executor.profile={profile}", "engine.tp=2"]),
             tmp_path / "tp")
+
+
+def test_contention_predictions_follow_the_engine_models(tmp_path):
+    from semipd.engine import resources_slowdown
+    from sim.contention_check import _decode, _prefill, predict
+    assert resources_slowdown([(0.9, 0.2), (0.3, 0.7)]) == pytest.approx(1.2)
+    assert resources_slowdown([(0.5, 0.2), (0.3, 0.7)]) == 1.0
+    model = ProfiledCostModel(write_profile(tmp_path / "p.csv"), MODEL, HW)
+    pre, dec = _prefill(512), _decode(16, 500)
+    disjoint = predict(model, pre, dec, 50, 50)
+    assert disjoint["proportional"] == (1.0, 1.0)
+    overlap = predict(model, pre, dec, 100, 100)
+    # Proportional: each at half a share, i.e. on one of the two cores (the 1-thread rows).
+    assert overlap["proportional"][0] == pytest.approx(model.step_time_s(pre, 0.5) / model.step_time_s(pre, 1.0))
+    assert overlap["proportional"][0] == pytest.approx(1.8, rel=0.05)  # write_profile's 1-thread law
+    uses = [tuple(d / model.step_time_s(p, 1.0) for d in model.resource_demands_s(p)) for p in (pre, dec)]
+    assert overlap["resources"] == (resources_slowdown(uses),) * 2
+    assert 1.0 < overlap["resources"][0] <= 2.0

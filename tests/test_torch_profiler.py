@@ -53,3 +53,22 @@ def test_a_small_profile_is_read_by_the_profiled_cost_model(tmp_path, monkeypatc
     report = model.fit_report()
     assert len(report) == 2 + 1 + 2 + 1 and set(model.fits) == {1}
     assert (report["median_s"] > 0).all() and (report["predicted_s"] > 0).all()
+
+
+def test_a_small_contention_run_is_read_by_the_check(tmp_path, monkeypatch):
+    import os
+    from sim.contention_check import check
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the contention check needs 2 cores")
+    monkeypatch.setattr(profiler, "CONCURRENT_PAIRS", ((512, 1, 16),))
+    for name, value in (("PREFILL_TOKENS", (1, 4)), ("PREFILL_CONTEXTS", (0,)), ("DECODE_BATCHES", (1, 4)),
+                        ("DECODE_CONTEXTS", (16,)), ("MIXED", ())):
+        monkeypatch.setattr(profiler, name, value)
+    ckpt = str(tmp_path / "tiny_llama")
+    cont = profiler.run_contention(model="tiny_llama", repeats=1, out=str(tmp_path / "c.csv"), checkpoint=ckpt,
+                                   log=lambda *_: None)
+    prof = profiler.run(model="tiny_llama", threads="2,1", repeats=1, out=str(tmp_path / "p.csv"), checkpoint=ckpt,
+                        log=lambda *_: None)
+    table = check(str(prof), str(cont), "tiny_llama", "cpu")
+    assert list(table["layout"]) == ["overlap (100, 100)", "disjoint (50, 50)"]
+    assert (table[["prefill measured", "decode measured", "prefill resources", "decode proportional"]] > 0).all().all()

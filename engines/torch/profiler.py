@@ -3,6 +3,7 @@ profiled cost model (sim/profiled.py, `executor.cost_model=profiled`).
 
     python -m engines.torch.profiler model=small_llama [hardware=cpu] [threads=2,1]
         [dtype=bfloat16] [repeats=5] [out=results/profiles/cpu_small_llama.csv]
+    python -m engines.torch.profiler model=small_llama contention=1   # concurrent steps
 
 Runs the model's checkpoint (made with random weights when missing) on a worker process
 started as real runs start them (engines/torch/runtime.py: packed weights, the calibrated
@@ -17,6 +18,10 @@ once per thread count in `threads`, on a worker pinned to that many cores (as a 
 worker with that share is). Each row: the median of `repeats` timed steps after two
 warm-up steps. The CSV starts with `#` lines naming the machine, the software
 versions, the model and the executor set-up; sim/profiled.py checks them against the run.
+
+contention=1 measures instead how a prefill step and a decode step slow each other down
+when semi-PD's two workers run them at once (`run_contention`); sim/contention_check.py
+sets the measurement beside what the simulator's contention models predict.
 """
 from __future__ import annotations
 
@@ -77,9 +82,10 @@ def grid(max_context: int) -> list[Shape]:
     return [s for s in shapes if s.max_tokens_per_seq() <= max_context]
 
 
-def plan_for(shape: Shape) -> tuple[StepPlan, int]:
-    """The step plan of `shape` over fresh blocks, and the number of blocks it uses."""
-    seqs, next_block = [], 0
+def plan_for(shape: Shape, first_block: int = 0) -> tuple[StepPlan, int]:
+    """The step plan of `shape` over fresh blocks from `first_block` on, and the number of
+    blocks it uses."""
+    seqs, next_block = [], first_block
 
     def blocks(tokens: int) -> tuple[int, ...]:
         nonlocal next_block
@@ -95,7 +101,7 @@ def plan_for(shape: Shape) -> tuple[StepPlan, int]:
         seqs.append(ScheduledSeq(shape.decode_seqs, c, n, False, True, blocks(c + n),
                                  tuple((i * 31 + 7) % 128000 for i in range(n))))
     plan = StepPlan("profile", tuple(seqs), shape.prefill_tokens, shape.decode_seqs)
-    return plan, next_block
+    return plan, next_block - first_block
 
 
 def time_shape(ex, shape: Shape, repeats: int) -> list[float]:
@@ -193,9 +199,91 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
     return out_path
 
 
+# Concurrent steps (semi-PD's two workers on one machine): (prefill tokens at context 0,
+# decode batch, decode context), each prefill long enough for several decode steps.
+CONCURRENT_PAIRS = ((512, 16, 512), (1024, 64, 1024), (2048, 4, 256))
+LAYOUTS = (("overlap", 100, 100), ("disjoint", 50, 50))  # (name, prefill %, decode %)
+CONTENTION_COLUMNS = ("layout", "prefill_share_pct", "decode_share_pct", "prefill_tokens", "decode_seqs",
+                      "decode_context", "prefill_solo_s", "prefill_together_s", "decode_solo_s",
+                      "decode_together_s", "decode_steps_together", "repeats")
+
+
+def _worker_times(ex, plan, repeats: int) -> list[float]:
+    """The worker's own step durations (StepResult.duration_s) of `repeats` steps."""
+    out = []
+    for i in range(WARM_UP_STEPS + repeats):
+        ex.submit(plan, 1.0)
+        d = ex.collect().duration_s
+        if i >= WARM_UP_STEPS:
+            out.append(d)
+    return out
+
+
+def _together(pre, dec, prefill_plan, decode_plan) -> tuple[float, list[float]]:
+    """One prefill step while the decode worker steps back to back: the prefill's duration
+    and those of the decode steps that ended before it did."""
+    from multiprocessing.connection import wait
+    pre.submit(prefill_plan, 1.0)
+    decodes = []
+    while True:
+        dec.submit(decode_plan, 1.0)
+        d = dec.collect().duration_s
+        if wait([pre.ready_source], 0):
+            return pre.collect().duration_s, decodes
+        decodes.append(d)
+
+
+def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str = "bfloat16", repeats: int = 5,
+                   out: str | None = None, checkpoint: str | None = None, log=print) -> Path:
+    """Slowdown of a prefill step and a decode step running at once on two worker processes
+    over one weight copy and KV pool, as semi-PD runs them: on overlapping cores (shares
+    100 + 100) and on disjoint ones (50 + 50), against each alone on the same worker. Times
+    are the workers' own (StepResult.duration_s). Writes a CSV (CONTENTION_COLUMNS)."""
+    from engines.torch import runtime
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise ValueError("the contention check needs 2+ cores (disjoint layouts)")
+    if hardware != "cpu":
+        raise ValueError(f"hardware={hardware!r}: this profiler runs the CPU executor")
+    setup = runtime.prepare(model, checkpoint, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
+                            kv_cache_bytes=None, gpu_memory_utilization=0.9)
+    rows = []
+    with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores,
+                                shares_cores=True) as rt:
+        for layout, x, y in LAYOUTS:
+            pre = rt.start(f"prefill_{layout}", role="prefill", share_pct=x, instance=0, num_instances=1)
+            dec = rt.start(f"decode_{layout}", role="decode", share_pct=y, instance=0, num_instances=1)
+            pre.wait_ready()
+            dec.wait_ready()
+            for n, b, c in CONCURRENT_PAIRS:
+                p_plan, used = plan_for(Shape("prefill", n, 0, 0, 0))
+                d_plan, _ = plan_for(Shape("decode", 0, 0, b, c), first_block=used)
+                p_solo = statistics.median(_worker_times(pre, p_plan, repeats))
+                d_solo = statistics.median(_worker_times(dec, d_plan, repeats))
+                _together(pre, dec, p_plan, d_plan)  # warm-up
+                p_times, d_times = [], []
+                for _ in range(repeats):
+                    p, ds = _together(pre, dec, p_plan, d_plan)
+                    p_times.append(p)
+                    d_times += ds
+                if not d_times:
+                    raise RuntimeError(f"no decode step of {b}@{c} ended within a prefill of {n} tokens")
+                rows.append((layout, x, y, n, b, c, p_solo, statistics.median(p_times), d_solo,
+                             statistics.median(d_times), len(d_times), repeats))
+                log(f"  {layout:8s} ({x},{y}) prefill {n}: {1e3 * p_solo:.1f} -> {1e3 * rows[-1][7]:.1f} ms; "
+                    f"decode {b}@{c}: {1e3 * d_solo:.1f} -> {1e3 * rows[-1][9]:.1f} ms")
+    out_path = Path(out or f"results/profiles/{hardware}_{model}_contention.csv")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# format: {FORMAT}-contention", f"# model: {model}", f"# hardware: {hardware}",
+             f"# machine: {machine_description()}", ",".join(CONTENTION_COLUMNS)]
+    lines += [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) for row in rows]
+    out_path.write_text("\n".join(lines) + "\n")
+    return out_path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    known = {"model", "hardware", "threads", "dtype", "repeats", "out", "checkpoint"}
+    known = {"model", "hardware", "threads", "dtype", "repeats", "out", "checkpoint", "contention"}
     kwargs = {}
     for a in args:
         key, sep, value = a.partition("=")
@@ -203,8 +291,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"profiler: bad argument {a!r}: expected key=value with key in {sorted(known)}", file=sys.stderr)
             return 2
         kwargs[key] = int(value) if key == "repeats" else value
+    contention = kwargs.pop("contention", "0")
+    if contention not in ("0", "1"):
+        print(f"profiler: contention={contention!r}: expected 0 or 1", file=sys.stderr)
+        return 2
     try:
-        path = run(**kwargs)
+        if contention == "1":
+            kwargs.pop("threads", None)
+            path = run_contention(**kwargs)
+        else:
+            path = run(**kwargs)
     except ValueError as err:
         print(f"profiler: {err}", file=sys.stderr)
         return 2
