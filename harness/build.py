@@ -51,15 +51,17 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
             if value != 1:
                 raise ConfigError(option, "1 with executor.cost_model=profiled (a profile times one "
                                   "device; parallel layouts need the roofline)", value)
-        cost = _profiled_cost_model(cfg.executor.profile, model, hw, cfg.executor.share_model)
+        # semi-PD's real workers wait passively (engines/torch/runtime.py): their profile rows.
+        cost = _profiled_cost_model(cfg.executor.profile, model, hw, cfg.executor.share_model,
+                                    "passive" if eng.design == "semipd" else "active")
     else:
         cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
     return lambda: SimExecutor(cost)
 
 
-def _profiled_cost_model(profile: str, model, hw, share_model: str):
+def _profiled_cost_model(profile: str, model, hw, share_model: str, omp_wait: str):
     from sim.profiled import ProfiledCostModel  # pandas + numpy only when asked for
-    return ProfiledCostModel(profile, model, hw, share_model=share_model)
+    return ProfiledCostModel(profile, model, hw, share_model=share_model, omp_wait=omp_wait)
 
 
 def build_engine(cfg: RunConfig, loop: Loop) -> Engine:
@@ -163,6 +165,12 @@ def _build_one(cfg: RunConfig, eng: EngineConfig, loop: Loop) -> Engine:
     num_blocks = kv_capacity_blocks(model, hw, tp=eng.tp, gpu_memory_utilization=eng.gpu_memory_utilization,
                                     activation_reserve_bytes=reserve, block_size_tokens=eng.block_size_tokens,
                                     pp=pp)
+    if cfg.executor.kv_cache_bytes:  # a fixed KV budget, as the real executor takes one (sim-vs-real runs)
+        num_blocks = cfg.executor.kv_cache_bytes // kv_bytes_per_block_per_gpu(model, eng.tp, eng.block_size_tokens, pp)
+        if num_blocks < 1:
+            raise ConfigError("executor.kv_cache_bytes", f"at least one KV block of {cfg.model.name} "
+                              f"({kv_bytes_per_block_per_gpu(model, eng.tp, eng.block_size_tokens, pp)} bytes)",
+                              cfg.executor.kv_cache_bytes)
     common = dict(loop=loop, make_executor=make_executor_factory(cfg), num_kv_blocks=num_blocks,
                   max_model_len=model.max_context_tokens)
     if eng.design == "unified":

@@ -52,7 +52,9 @@ class ExecutorConfig:
     # torch: true = run every request to its output_len (vLLM's benchmarks); false = a
     # sampled EOS ends it (requests.csv: finish_reason=stop). No effect with sim (no tokens).
     ignore_eos: bool = True
-    kv_cache_bytes: int | None = None  # torch: KV budget; None = from hardware memory
+    # KV budget per instance; None = from hardware memory (sim) or 1 GiB on a CPU (torch).
+    # Set it on both sides of a sim-vs-real comparison so that both have the same pool.
+    kv_cache_bytes: int | None = None
     # torch, CPU attention: auto = the C++ decode kernel where it builds, else torch ops;
     # kernel = require the kernel; torch = torch ops only; padded = the old padded path.
     attention: str = "auto"

@@ -21,7 +21,10 @@ line the first time.
 
 Shares (semi-PD on a CPU: a share is a number of cores, semipd/partition.py): the fit of
 the profile rows run on that many threads; without such rows, the full-share fit scaled
-by the roofline share model, logged.
+by the roofline share model, logged. Semi-PD's workers let their OpenMP threads sleep
+between parallel regions (their cores may overlap), which makes small steps up to twice
+as slow: their cost model reads the profile's `omp_wait=passive` rows, the others' the
+`active` ones.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from sim.specs import HardwareSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 FORMAT = "semipd-bench-profile/1"
-_COLUMNS = ("kind", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+_COLUMNS = ("kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
             "decode_context", "num_samples", "median_s")
 
 
@@ -142,13 +145,17 @@ class ProfiledCostModel:
     split of the step into compute and memory time, scaled to the profiled time."""
 
     def __init__(self, profile: str | Path, model: ModelSpec, hardware: HardwareSpec,
-                 share_model: str = "roofline") -> None:
+                 share_model: str = "roofline", omp_wait: str = "active") -> None:
         meta, rows = read_profile(profile)
         for field, wanted in (("model", model.name), ("hardware", hardware.name)):
             if meta.get(field) != wanted:
                 raise ConfigError("executor.profile", f"a profile of {field} {wanted} (its '# {field}:' line)",
                                   f"{profile} ({field} {meta.get(field)!r})")
-        self.profile, self.meta = str(profile), meta
+        rows = rows[rows["omp_wait"] == omp_wait]
+        if rows.empty:
+            raise ConfigError("executor.profile", f"rows with omp_wait={omp_wait} (semi-PD's workers wait "
+                              "passively, the others actively: profile with omp_wait=active,passive)", str(profile))
+        self.profile, self.meta, self.omp_wait = str(profile), meta, omp_wait
         self.fits = {int(t): fit_rows(g, int(t)) for t, g in rows.groupby("threads")}
         self.max_threads = max(self.fits)
         self.rows = rows

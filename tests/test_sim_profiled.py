@@ -12,32 +12,34 @@ from sim.profiled import FORMAT, ProfiledCostModel, median_abs_error
 from sim.specs import get_hardware, get_model
 
 MODEL, HW = get_model("small_llama"), get_hardware("cpu")
-COLUMNS = "kind,threads,prefill_seqs,prefill_tokens,prefill_context,decode_seqs,decode_context,num_samples,median_s"
+COLUMNS = "kind,omp_wait,threads,prefill_seqs,prefill_tokens,prefill_context,decode_seqs,decode_context,num_samples,median_s"
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
-def true_time(n, c, b, cd, threads):
+def true_time(n, c, b, cd, threads, omp_wait="active"):
     """A step-time law of the form the model assumes (kinked, not linear, in tokens and
-    batch), slower on one thread."""
+    batch), slower on one thread and on passive workers."""
     m = n + b
     tokens = 0.005 + 4e-5 * m + (2e-4 * (m - 64) if m > 64 else 0.0)
     samples = 1e-3 * b ** 0.8
     attention = 2e-7 * (n * c + n * (n + 1) / 2) + 1e-6 * (c + n if n else 0) + 4e-7 * b * (cd + 1)
-    return (tokens + samples + attention) * (1.8 if threads == 1 else 1.0)
+    return (tokens + samples + attention) * (1.8 if threads == 1 else 1.0) * (1.3 if omp_wait == "passive" else 1.0)
 
 
-def write_profile(path, threads=(2, 1), noise=0.0, model="small_llama", hardware="cpu", fmt=FORMAT, seed=0):
+def write_profile(path, threads=(2, 1), noise=0.0, model="small_llama", hardware="cpu", fmt=FORMAT, seed=0,
+                  policies=("active", "passive")):
     rng = random.Random(seed)
     lines = [f"# format: {fmt}", f"# model: {model}", f"# hardware: {hardware}", COLUMNS]
     shapes = [("prefill", n, 0, 0, 0) for n in TOKENS]
     shapes += [("prefill", n, c, 0, 0) for c in (256, 768) for n in (16, 128, 512)]
     shapes += [("decode", 0, 0, b, cd) for cd in (100, 900) for b in BATCHES]
     shapes += [("mixed", 200, 0, 12, 400), ("mixed", 48, 300, 40, 150), ("mixed", 600, 0, 3, 700)]
-    for t in threads:
-        for kind, n, c, b, cd in shapes:
-            y = true_time(n, c, b, cd, t) * (1 + rng.uniform(-noise, noise))
-            lines.append(f"{kind},{t},{int(n > 0)},{n},{c},{b},{cd},{b},{y:.9g}")
+    for policy in policies:
+        for t in threads:
+            for kind, n, c, b, cd in shapes:
+                y = true_time(n, c, b, cd, t, policy) * (1 + rng.uniform(-noise, noise))
+                lines.append(f"{kind},{policy},{t},{int(n > 0)},{n},{c},{b},{cd},{b},{y:.9g}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -61,6 +63,15 @@ def test_fit_recovers_the_law_and_predicts_unseen_shapes(tmp_path):
             expected = true_time(n, c, len(decodes), keys / len(decodes) - 1 if decodes else 0, threads)
             got = model.step_time_s(plan(n, c, decodes), share)
             assert got == pytest.approx(expected, rel=0.04), (threads, n, c, decodes)
+
+
+def test_semipd_workers_read_the_passive_rows(tmp_path):
+    path = write_profile(tmp_path / "p.csv")
+    active, passive = (ProfiledCostModel(path, MODEL, HW, omp_wait=w) for w in ("active", "passive"))
+    step = plan(100, 0, (300,) * 8)
+    assert passive.step_time_s(step, 1.0) == pytest.approx(1.3 * active.step_time_s(step, 1.0), rel=0.03)
+    with pytest.raises(ConfigError, match="omp_wait=passive"):
+        ProfiledCostModel(write_profile(tmp_path / "a.csv", policies=("active",)), MODEL, HW, omp_wait="passive")
 
 
 def test_outside_the_grid_scales_by_the_roofline_and_says_so(tmp_path, caplog):

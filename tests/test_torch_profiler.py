@@ -31,6 +31,7 @@ def test_plans_use_fresh_blocks_and_sample_only_the_decodes():
     (["threads=0"], "threads=0"),
     (["threads=two"], "threads=two"),
     (["hardware=a100_80g"], "Vidur's profiler"),
+    (["omp_wait=lazy"], "omp_wait=lazy"),
 ])
 def test_bad_arguments_exit_2_with_a_reason(capsys, args, message):
     assert profiler.main(args) == 2
@@ -44,7 +45,7 @@ def test_a_small_profile_is_read_by_the_profiled_cost_model(tmp_path, monkeypatc
                         ("DECODE_BATCHES", (1, 4)), ("DECODE_CONTEXTS", (20,)), ("MIXED", ((2, 20, 4, 0),))):
         monkeypatch.setattr(profiler, name, value)
     out = profiler.run(model="tiny_llama", threads="1", repeats=1, out=str(tmp_path / "p.csv"),
-                       checkpoint=str(tmp_path / "tiny_llama"), log=lambda *_: None)
+                       checkpoint=str(tmp_path / "tiny_llama"), omp_wait="active", log=lambda *_: None)
     text = out.read_text()
     for field in ("# format: semipd-bench-profile/1", "# model: tiny_llama", "# hardware: cpu", "# machine:",
                   "# versions:", "# executor: torch runtime=processes"):

@@ -2,7 +2,7 @@
 profiled cost model (sim/profiled.py, `executor.cost_model=profiled`).
 
     python -m engines.torch.profiler model=small_llama [hardware=cpu] [threads=2,1]
-        [dtype=bfloat16] [repeats=5] [out=results/profiles/cpu_small_llama.csv]
+        [omp_wait=active,passive] [dtype=bfloat16] [repeats=5] [out=results/profiles/cpu_small_llama.csv]
     python -m engines.torch.profiler model=small_llama contention=1   # concurrent steps
 
 Runs the model's checkpoint (made with random weights when missing) on a worker process
@@ -15,7 +15,8 @@ result), over:
 - mixed: decodes and a prefill chunk in one step (the fit leaves these out, so they
   test the model: sim/profiled.py reports their error);
 once per thread count in `threads`, on a worker pinned to that many cores (as a semi-PD
-worker with that share is). Each row: the median of `repeats` timed steps after two
+worker with that share is), and once per OpenMP wait policy (`omp_wait`: active threads
+as unified and disaggregated workers run, passive as semi-PD's). Each row: the median of `repeats` timed steps after two
 warm-up steps. The CSV starts with `#` lines naming the machine, the software
 versions, the model and the executor set-up; sim/profiled.py checks them against the run.
 
@@ -52,7 +53,7 @@ DECODE_CONTEXTS = (128, 1024)
 MIXED = ((16, 512, 256, 0), (32, 128, 64, 256), (64, 1024, 16, 0), (4, 1024, 1024, 0))  # (b, c, n, c_prefill)
 BLOCK_SIZE = 16
 WARM_UP_STEPS = 2
-COLUMNS = ("kind", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+COLUMNS = ("kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
            "decode_context", "num_samples", "median_s", "min_s", "max_s", "repeats")
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -154,9 +155,13 @@ def header(model_name: str, hardware: str, config, attention: str, dtype: str, c
 
 
 def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1", dtype: str = "bfloat16",
-        repeats: int = 5, out: str | None = None, checkpoint: str | None = None, log=print) -> Path:
+        repeats: int = 5, out: str | None = None, checkpoint: str | None = None, omp_wait: str = "active,passive",
+        log=print) -> Path:
     """Profile on worker processes as a real run starts them (engines/torch/runtime.py): the
-    worker for `t` threads runs on t cores, as a semi-PD worker with that share would."""
+    worker for `t` threads runs on t cores, as a semi-PD worker with that share would. Once
+    per OpenMP wait policy in `omp_wait`: `active` (spinning threads, unified and
+    disaggregated workers) and `passive` (sleeping threads, semi-PD's workers, whose cores
+    may overlap): the same step can take up to twice as long on a passive worker."""
     from engines.torch import runtime
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {sorted(_DTYPES)}")
@@ -167,6 +172,9 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
         counts = [0]
     if any(t < 1 or t > len(cores) for t in counts):
         raise ValueError(f"threads={threads}: comma-separated counts, each 1..{len(cores)} (this process's cores)")
+    policies = str(omp_wait).split(",")
+    if not policies or any(p not in ("active", "passive") for p in policies):
+        raise ValueError(f"omp_wait={omp_wait}: comma-separated, each active or passive")
     if hardware != "cpu":
         raise ValueError(f"hardware={hardware!r}: this profiler runs the CPU executor; profile GPUs with "
                          "Vidur's profiler")
@@ -178,20 +186,22 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
         raise ValueError(f"the grid needs {needed} KV blocks; the default pool has {setup.num_blocks}")
     out_path = Path(out or f"results/profiles/{hardware}_{model}.csv")
     rows, head = [], None
-    with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores) as rt:
-        for t in counts:
-            ex = rt.start(f"profile_{t}_threads", role="unified", share_pct=100.0 * t / len(cores),
-                          instance=0, num_instances=1)
-            ex.wait_ready()
-            head = head or header(model, hardware, setup.config, ex.attention_name, dtype, cores)
-            for i, shape in enumerate(shapes):
-                times = time_shape(ex, shape, repeats)
-                rows.append((shape.kind, t, int(shape.prefill_tokens > 0), shape.prefill_tokens,
-                             shape.prefill_context, shape.decode_seqs, shape.decode_context, shape.num_samples,
-                             statistics.median(times), min(times), max(times), repeats))
-                log(f"  threads={t} [{i + 1}/{len(shapes)}] {shape.kind:7s} prefill {shape.prefill_tokens:5d}"
-                    f"@{shape.prefill_context:<5d} decode {shape.decode_seqs:4d}@{shape.decode_context:<5d}"
-                    f" {1e3 * statistics.median(times):9.2f} ms")
+    for policy in policies:
+        with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores,
+                                    shares_cores=policy == "passive") as rt:
+            for t in counts:
+                ex = rt.start(f"profile_{policy}_{t}_threads", role="unified", share_pct=100.0 * t / len(cores),
+                              instance=0, num_instances=1)
+                ex.wait_ready()
+                head = head or header(model, hardware, setup.config, ex.attention_name, dtype, cores)
+                for i, shape in enumerate(shapes):
+                    times = time_shape(ex, shape, repeats)
+                    rows.append((shape.kind, policy, t, int(shape.prefill_tokens > 0), shape.prefill_tokens,
+                                 shape.prefill_context, shape.decode_seqs, shape.decode_context, shape.num_samples,
+                                 statistics.median(times), min(times), max(times), repeats))
+                    log(f"  {policy} threads={t} [{i + 1}/{len(shapes)}] {shape.kind:7s} prefill "
+                        f"{shape.prefill_tokens:5d}@{shape.prefill_context:<5d} decode "
+                        f"{shape.decode_seqs:4d}@{shape.decode_context:<5d} {1e3 * statistics.median(times):9.2f} ms")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     lines = head + [",".join(COLUMNS)] + [",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row)
                                           for row in rows]
@@ -283,7 +293,7 @@ def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    known = {"model", "hardware", "threads", "dtype", "repeats", "out", "checkpoint", "contention"}
+    known = {"model", "hardware", "threads", "dtype", "repeats", "out", "checkpoint", "contention", "omp_wait"}
     kwargs = {}
     for a in args:
         key, sep, value = a.partition("=")
@@ -298,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if contention == "1":
             kwargs.pop("threads", None)
+            kwargs.pop("omp_wait", None)
             path = run_contention(**kwargs)
         else:
             path = run(**kwargs)
