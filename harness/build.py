@@ -52,16 +52,18 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
                 raise ConfigError(option, "1 with executor.cost_model=profiled (a profile times one "
                                   "device; parallel layouts need the roofline)", value)
         # semi-PD's real workers wait passively (engines/torch/runtime.py): their profile rows.
+        # On a CPU the real runtime gives each device (instance) an equal slice of the cores.
+        devices = eng.num_prefill + eng.num_decode if eng.design == "disagg" else eng.num_instances
         cost = _profiled_cost_model(cfg.executor.profile, model, hw, cfg.executor.share_model,
-                                    "passive" if eng.design == "semipd" else "active")
+                                    "passive" if eng.design == "semipd" else "active", devices)
     else:
         cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
     return lambda: SimExecutor(cost)
 
 
-def _profiled_cost_model(profile: str, model, hw, share_model: str, omp_wait: str):
+def _profiled_cost_model(profile: str, model, hw, share_model: str, omp_wait: str, devices: int):
     from sim.profiled import ProfiledCostModel  # pandas + numpy only when asked for
-    return ProfiledCostModel(profile, model, hw, share_model=share_model, omp_wait=omp_wait)
+    return ProfiledCostModel(profile, model, hw, share_model=share_model, omp_wait=omp_wait, devices=devices)
 
 
 def build_engine(cfg: RunConfig, loop: Loop) -> Engine:

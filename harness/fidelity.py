@@ -5,7 +5,7 @@ the latency ECDFs of both overlaid.
 
     python -m harness.fidelity [--model small_llama] [--rates 1,2,4] [--num-requests 60]
         [--designs unified,unified_chunked,disagg,semipd_static,semipd_slo_code]
-        [--profile P.csv] [--real-repeats 1] [--out results/fidelity]
+        [--profile P.csv] [--real-repeats 1] [--out results/fidelity] [--reuse-real]
 
 Without --profile it first profiles this machine (engines/torch/profiler.py, ~1.5 min for
 small_llama), so the error is the simulator's and not a machine difference. With
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="a profile CSV of THIS machine (default: profile now)")
     ap.add_argument("--real-repeats", type=int, default=1)
     ap.add_argument("--out", default="results/fidelity")
+    ap.add_argument("--reuse-real", action="store_true",
+                    help="take the real runs already in --out/runs (same options) instead of running them again")
     args = ap.parse_args(argv)
     designs = [d for d in args.designs.split(",") if d]
     unknown = [d for d in designs if d not in DESIGNS]
@@ -168,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                 reals = []
                 for k in range(args.real_repeats):
                     d = out / "runs" / f"{design}_r{rate:g}_real{k}"
-                    reals.append(values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
-                                                          ["executor=torch"]), d)))
+                    if args.reuse_real and (d / "summary.json").is_file():
+                        reals.append(values(json.loads((d / "summary.json").read_text())))
+                    else:
+                        reals.append(values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
+                                                              ["executor=torch"]), d)))
                     if rate == mid_rate and k == 0:
                         runs[(design, "real")] = d
                 d = out / "runs" / f"{design}_r{rate:g}_sim"

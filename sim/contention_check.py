@@ -49,7 +49,8 @@ def predict(model: ProfiledCostModel, prefill: StepPlan, decode: StepPlan, x_pct
 
 
 def check(profile: str, contention: str, model_name: str, hardware: str) -> pd.DataFrame:
-    model = ProfiledCostModel(profile, get_model(model_name), get_hardware(hardware))
+    # The contention workers wait passively (semi-PD's set-up): the profile's passive rows.
+    model = ProfiledCostModel(profile, get_model(model_name), get_hardware(hardware), omp_wait="passive")
     rows = pd.read_csv(contention, comment="#")
     out = []
     for r in rows.itertuples():

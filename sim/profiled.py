@@ -145,7 +145,7 @@ class ProfiledCostModel:
     split of the step into compute and memory time, scaled to the profiled time."""
 
     def __init__(self, profile: str | Path, model: ModelSpec, hardware: HardwareSpec,
-                 share_model: str = "roofline", omp_wait: str = "active") -> None:
+                 share_model: str = "roofline", omp_wait: str = "active", devices: int = 1) -> None:
         meta, rows = read_profile(profile)
         for field, wanted in (("model", model.name), ("hardware", hardware.name)):
             if meta.get(field) != wanted:
@@ -157,7 +157,11 @@ class ProfiledCostModel:
                               "passively, the others actively: profile with omp_wait=active,passive)", str(profile))
         self.profile, self.meta, self.omp_wait = str(profile), meta, omp_wait
         self.fits = {int(t): fit_rows(g, int(t)) for t, g in rows.groupby("threads")}
-        self.max_threads = max(self.fits)
+        # The real runtime splits the machine's cores between its devices (instances):
+        # a device of a 2-device design (disaggregated 1P1D) is one core of two.
+        if devices < 1:
+            raise ValueError(f"devices must be >= 1, got {devices}")
+        self.max_threads = max(1, max(self.fits) // devices)
         self.rows = rows
         self.roofline = RooflineCostModel(model, hardware, share_model=share_model)
         self._warned: set[str] = set()
