@@ -55,15 +55,17 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
         # On a CPU the real runtime gives each device (instance) an equal slice of the cores.
         devices = eng.num_prefill + eng.num_decode if eng.design == "disagg" else eng.num_instances
         cost = _profiled_cost_model(cfg.executor.profile, model, hw, cfg.executor.share_model,
-                                    "passive" if eng.design == "semipd" else "active", devices)
+                                    "passive" if eng.design == "semipd" else "active", devices,
+                                    cfg.executor.profile_scale)
     else:
         cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
     return lambda: SimExecutor(cost)
 
 
-def _profiled_cost_model(profile: str, model, hw, share_model: str, omp_wait: str, devices: int):
+def _profiled_cost_model(profile: str, model, hw, share_model: str, omp_wait: str, devices: int, scale: float):
     from sim.profiled import ProfiledCostModel  # pandas + numpy only when asked for
-    return ProfiledCostModel(profile, model, hw, share_model=share_model, omp_wait=omp_wait, devices=devices)
+    return ProfiledCostModel(profile, model, hw, share_model=share_model, omp_wait=omp_wait, devices=devices,
+                             scale=scale)
 
 
 def build_engine(cfg: RunConfig, loop: Loop) -> Engine:

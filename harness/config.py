@@ -45,6 +45,9 @@ class ExecutorConfig:
     # `python -m engines.torch.profiler`).
     cost_model: str = "roofline"
     profile: str | None = None
+    # profiled: every step time x this, the machine's speed now against when it was profiled
+    # (harness.fidelity measures it on anchor steps before each real run); 1 = as profiled.
+    profile_scale: float = 1.0
     device: str = "cpu"              # torch
     dtype: str = "bfloat16"          # torch
     num_threads: int | None = None   # torch: None = all cores
@@ -73,6 +76,7 @@ class ExecutorConfig:
         check_choice("executor.name", self.name, EXECUTORS)
         check_choice("executor.share_model", self.share_model, tuple(SHARE_MODELS))
         check_choice("executor.cost_model", self.cost_model, COST_MODELS)
+        check_number("executor.profile_scale", self.profile_scale, 0.0, lo_open=True)
         if self.cost_model == "profiled" and not self.profile:
             raise ConfigError("executor.profile", "the path of a profile CSV with executor.cost_model=profiled "
                               "(python -m engines.torch.profiler model=... writes one)", self.profile)

@@ -5,7 +5,7 @@ the latency ECDFs of both overlaid.
 
     python -m harness.fidelity [--model small_llama] [--rates 1,2,4] [--num-requests 60]
         [--designs unified,unified_chunked,disagg,semipd_static,semipd_slo_code]
-        [--profile P.csv] [--real-repeats 1] [--out results/fidelity] [--reuse-real]
+        [--profile P.csv] [--real-repeats 1] [--drift-anchors 1] [--out results/fidelity] [--reuse-real]
 
 Without --profile it first profiles this machine (engines/torch/profiler.py, ~1.5 min for
 small_llama), so the error is the simulator's and not a machine difference. With
@@ -45,8 +45,9 @@ KV_CACHE_BYTES = 1 << 30  # the real executor's CPU default, given to both sides
 MEAN_GOAL, P90_GOAL = 0.05, 0.10
 
 
-def overrides(model: str, design: str, rate: float, num_requests: int, slo: str, executor: list[str]) -> list[str]:
-    return [f"model={model}", "hardware=cpu", "workload=synthetic", "workload.distribution=sharegpt_like",
+def overrides(model: str, design: str, rate: float, num_requests: int, slo: str, executor: list[str],
+              checkpoint: str | None = None) -> list[str]:
+    return [f"model={model}", *([f"model.checkpoint={checkpoint}"] if checkpoint else []), "hardware=cpu", "workload=synthetic", "workload.distribution=sharegpt_like",
             f"workload.num_requests={num_requests}", "workload.seed=0", f"workload.rate={rate / INSTANCES.get(design, 1)}",
             f"slo={slo}", f"executor.kv_cache_bytes={KV_CACHE_BYTES}", "plots=false", "progress=false",
             *DESIGNS[design], *executor]
@@ -76,6 +77,15 @@ def compare(sim: dict[str, float], reals: list[dict[str, float]]) -> dict[str, f
     return row
 
 
+def drift_scale(cost, model: str, checkpoint: str | None = None) -> float:
+    """The machine's speed now against the profile's: the median over the anchor steps
+    (engines/torch/profiler.py ANCHORS) of their time now / the profiled cost model's."""
+    from engines.torch.profiler import plan_for, time_anchors
+    ratios = [measured / cost.step_time_s(plan_for(shape)[0], 1.0)
+              for shape, measured in time_anchors(model, checkpoint=checkpoint)]
+    return statistics.median(ratios)
+
+
 def report_markdown(table: pd.DataFrame, rates: list[float], profile: str, meta: dict) -> str:
     pct = lambda x: f"{100 * x:+.1f}"  # noqa: E731
     light_medium = set(rates[:2])
@@ -84,13 +94,16 @@ def report_markdown(table: pd.DataFrame, rates: list[float], profile: str, meta:
              f"cost_model=profiled, profile `{profile}`); {meta['num_requests']} ShareGPT-like requests, "
              f"seed 0, same KV pool ({KV_CACHE_BYTES >> 20} MiB), {meta['real_repeats']} real run(s) per point. "
              "Cells: simulated / real - 1, in %.", "",
+             "`profile scale`: the profile's multiplier (1 unless --drift-anchors 1 re-timed anchor steps "
+             "before the real run; > 1 = the machine was slower than when profiled).", "",
              "| design | rate | TTFT mean | p50 | p90 | p99 | TPOT mean | p50 | p90 | p99 | E2E mean | p50 | p90 | "
-             "p99 | throughput | real noise (max) |",
-             "|" + "---|" * 16]
+             "p99 | throughput | real noise (max) | profile scale |",
+             "|" + "---|" * 17]
     for _, r in table.iterrows():
         cells = [pct(r[f"err.{m}.{s}"]) for m in METRICS for s in STATS] + [pct(r["err.throughput"])]
         noise = max(r[c] for c in table.columns if c.startswith("noise."))
-        lines.append(f"| {r['design']} | {r['rate']:g} | " + " | ".join(cells) + f" | {100 * noise:.1f} |")
+        scale = r.get("profile_scale", 1.0)
+        lines.append(f"| {r['design']} | {r['rate']:g} | " + " | ".join(cells) + f" | {100 * noise:.1f} | {scale:.3f} |")
     checked = table[table["rate"].isin(light_medium)]
     means = [f"err.{m}.mean" for m in METRICS] + ["err.throughput"]
     p90s = [f"err.{m}.p90" for m in METRICS]
@@ -129,6 +142,7 @@ def ecdf_figure(runs: dict[tuple[str, str], Path], designs: list[str], path: Pat
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="small_llama")
+    ap.add_argument("--checkpoint", default=None, help="the model's directory (default: checkpoints/<model>)")
     ap.add_argument("--rates", default="1,2,4", help="req/s in total: light, medium, near saturation")
     ap.add_argument("--num-requests", type=int, default=60)
     ap.add_argument("--designs", default=",".join(DESIGNS))
@@ -136,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="a profile CSV of THIS machine (default: profile now)")
     ap.add_argument("--real-repeats", type=int, default=1)
     ap.add_argument("--out", default="results/fidelity")
+    ap.add_argument("--drift-anchors", type=int, default=0,
+                    help="1: before each real run, re-time a few anchor steps and scale the profile by "
+                         "the machine's speed now against when it was profiled (default 0: as profiled)")
     ap.add_argument("--reuse-real", action="store_true",
                     help="take the real runs already in --out/runs (same options) instead of running them again")
     args = ap.parse_args(argv)
@@ -161,29 +178,41 @@ def main(argv: list[str] | None = None) -> int:
     if profile is None:
         print("profiling this machine ...", flush=True)
         profile = str(profile_machine(model=args.model, out=str(out / f"profile_cpu_{args.model}.csv"),
-                                      log=lambda *_: None))
+                                      checkpoint=args.checkpoint, log=lambda *_: None))
+    from sim.profiled import ProfiledCostModel
+    from sim.specs import get_hardware, get_model
+    cost = ProfiledCostModel(profile, get_model(args.model), get_hardware("cpu"))
     rows, runs = [], {}  # runs: (design, real|sim) -> run dir at the middle rate, for the ECDFs
     mid_rate = rates[len(rates) // 2]
     try:
         for design in designs:
             for rate in rates:
-                reals = []
+                reals, scales = [], []
                 for k in range(args.real_repeats):
                     d = out / "runs" / f"{design}_r{rate:g}_real{k}"
-                    if args.reuse_real and (d / "summary.json").is_file():
-                        reals.append(values(json.loads((d / "summary.json").read_text())))
-                    else:
-                        reals.append(values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
-                                                              ["executor=torch"]), d)))
                     if rate == mid_rate and k == 0:
                         runs[(design, "real")] = d
+                    if args.reuse_real and (d / "summary.json").is_file():
+                        summary = json.loads((d / "summary.json").read_text())
+                        reals.append(values(summary))
+                        scales.append(summary.get("fidelity_profile_scale", 1.0))
+                        continue
+                    scales.append(drift_scale(cost, args.model, args.checkpoint) if args.drift_anchors else 1.0)
+                    summary = one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
+                                                ["executor=torch"], args.checkpoint), d)
+                    reals.append(values(summary))
+                    # The scale the simulated run will use, kept with the real run it was measured for.
+                    (d / "summary.json").write_text(json.dumps({**summary, "fidelity_profile_scale": scales[-1]},
+                                                               indent=1))
+                scale = statistics.median(scales)
                 d = out / "runs" / f"{design}_r{rate:g}_sim"
                 sim = values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
                                                ["executor=sim", "executor.cost_model=profiled",
-                                                f"executor.profile={profile}"]), d))
+                                                f"executor.profile={profile}", f"executor.profile_scale={scale}"],
+                                               args.checkpoint), d))
                 if rate == mid_rate:
                     runs[(design, "sim")] = d
-                rows.append({"design": design, "rate": rate, **compare(sim, reals)})
+                rows.append({"design": design, "rate": rate, "profile_scale": scale, **compare(sim, reals)})
                 print(f"  {design:16s} {rate:g} req/s: TTFT mean {100 * rows[-1]['err.ttft_s.mean']:+.1f} %, "
                       f"TPOT mean {100 * rows[-1]['err.tpot_s.mean']:+.1f} %, E2E mean "
                       f"{100 * rows[-1]['err.e2e_s.mean']:+.1f} %, throughput {100 * rows[-1]['err.throughput']:+.1f} % "

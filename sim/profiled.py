@@ -145,7 +145,8 @@ class ProfiledCostModel:
     split of the step into compute and memory time, scaled to the profiled time."""
 
     def __init__(self, profile: str | Path, model: ModelSpec, hardware: HardwareSpec,
-                 share_model: str = "roofline", omp_wait: str = "active", devices: int = 1) -> None:
+                 share_model: str = "roofline", omp_wait: str = "active", devices: int = 1,
+                 scale: float = 1.0) -> None:
         meta, rows = read_profile(profile)
         for field, wanted in (("model", model.name), ("hardware", hardware.name)):
             if meta.get(field) != wanted:
@@ -161,6 +162,9 @@ class ProfiledCostModel:
         # a device of a 2-device design (disaggregated 1P1D) is one core of two.
         if devices < 1:
             raise ValueError(f"devices must be >= 1, got {devices}")
+        # Every predicted step time x scale: how much slower (> 1) the machine runs now than
+        # when profiled, measured on anchor steps (harness/fidelity.py); 1 = as profiled.
+        self.scale = scale
         self.max_threads = max(1, max(self.fits) // devices)
         self.rows = rows
         self.roofline = RooflineCostModel(model, hardware, share_model=share_model)
@@ -168,6 +172,9 @@ class ProfiledCostModel:
 
     # ----- prediction ---------------------------------------------------------------------
     def step_time_s(self, plan: StepPlan, share: float) -> float:
+        return self.scale * self._step_time_s(plan, share)
+
+    def _step_time_s(self, plan: StepPlan, share: float) -> float:
         if not 0.0 < share <= 1.0:
             raise ValueError(f"share must be in (0, 1], got {share}")
         threads = num_cores_for_share(100.0 * share, self.max_threads)

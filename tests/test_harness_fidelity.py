@@ -48,10 +48,10 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
     ckpt = tmp_path / "ckpt"
     prof = profiler.run(model="tiny_llama", threads="2", repeats=1, out=str(tmp_path / "p.csv"),
                         checkpoint=str(ckpt), omp_wait="active", log=lambda *_: None)
-    monkeypatch.setattr(fidelity, "overrides", lambda *a, _o=fidelity.overrides: _o(*a) + [f"model.checkpoint={ckpt}"])
     out = tmp_path / "fid"
-    assert fidelity.main(["--model", "tiny_llama", "--designs", "unified_chunked", "--rates", "4",
-                          "--num-requests", "6", "--slo", "default", "--profile", str(prof), "--out", str(out)]) == 0
+    assert fidelity.main(["--model", "tiny_llama", "--checkpoint", str(ckpt), "--designs", "unified_chunked",
+                          "--rates", "4", "--num-requests", "6", "--slo", "default", "--profile", str(prof),
+                          "--out", str(out)]) == 0
     report = (out / "REPORT.md").read_text()
     assert "| unified_chunked | 4 |" in report and (out / "ecdf.png").stat().st_size > 0
     table = pd.read_csv(out / "fidelity.csv")
@@ -62,3 +62,5 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
     sim = json.loads((out / "runs" / "unified_chunked_r4_sim" / "summary.json").read_text())
     assert (real["executor"], sim["executor"], sim["cost_model"], sim["profile"]) == ("torch", "sim", "profiled", str(prof))
     assert real["num_requests"] == sim["num_requests"] == 6
+    # The anchors were timed before the real run and their scale given to the simulated one.
+    assert real["fidelity_profile_scale"] > 0 and table["profile_scale"].iloc[0] == real["fidelity_profile_scale"]

@@ -162,3 +162,10 @@ def test_contention_predictions_follow_the_engine_models(tmp_path):
     uses = [tuple(d / model.step_time_s(p, 1.0) for d in model.resource_demands_s(p)) for p in (pre, dec)]
     assert overlap["resources"] == (resources_slowdown(uses),) * 2
     assert 1.0 < overlap["resources"][0] <= 2.0
+
+
+def test_profile_scale_multiplies_every_step(tmp_path):
+    path = write_profile(tmp_path / "p.csv")
+    base, slow = ProfiledCostModel(path, MODEL, HW), ProfiledCostModel(path, MODEL, HW, scale=1.25)
+    for step, share in ((plan(300, 100, (200,) * 5), 1.0), (plan(0, 0, (900,) * 3), 0.5)):
+        assert slow.step_time_s(step, share) == pytest.approx(1.25 * base.step_time_s(step, share))

@@ -209,6 +209,26 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
     return out_path
 
 
+# Anchor steps: re-timed before each real run of a sim-vs-real comparison to measure how
+# much faster or slower the machine runs than when it was profiled (a shared VM drifts:
+# the same small_llama decode step measured minutes apart differed by 10-20 % here).
+ANCHORS = (Shape("decode", 0, 0, 4, 512), Shape("decode", 0, 0, 16, 512), Shape("decode", 0, 0, 64, 128),
+           Shape("prefill", 256, 0, 0, 0))
+
+
+def time_anchors(model: str = "small_llama", dtype: str = "bfloat16", repeats: int = 5,
+                 checkpoint: str | None = None) -> list[tuple[Shape, float]]:
+    """(shape, median wall seconds) of each anchor step on a fresh active worker on all cores."""
+    from engines.torch import runtime
+    cores = sorted(os.sched_getaffinity(0))
+    setup = runtime.prepare(model, checkpoint, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
+                            kv_cache_bytes=None, gpu_memory_utilization=0.9)
+    with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores) as rt:
+        ex = rt.start("anchors", role="unified", share_pct=100.0, instance=0, num_instances=1)
+        ex.wait_ready()
+        return [(shape, statistics.median(time_shape(ex, shape, repeats))) for shape in ANCHORS]
+
+
 # Concurrent steps (semi-PD's two workers on one machine): (prefill tokens at context 0,
 # decode batch, decode context), each prefill long enough for several decode steps.
 CONCURRENT_PAIRS = ((512, 16, 512), (1024, 64, 1024), (2048, 4, 256))
