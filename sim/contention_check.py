@@ -19,18 +19,10 @@ import argparse
 
 import pandas as pd
 
-from engines.plan import ScheduledSeq, StepPlan
+from engines.plan import StepPlan
 from semipd.engine import resources_slowdown
-from sim.profiled import ProfiledCostModel
+from sim.profiled import ProfiledCostModel, shape_plan
 from sim.specs import get_hardware, get_model
-
-
-def _prefill(n: int) -> StepPlan:
-    return StepPlan("p", (ScheduledSeq(0, 0, n, False, True, ()),), n, 0)
-
-
-def _decode(b: int, c: int) -> StepPlan:
-    return StepPlan("d", tuple(ScheduledSeq(i, c, 1, True, False, ()) for i in range(b)), 0, b)
 
 
 def predict(model: ProfiledCostModel, prefill: StepPlan, decode: StepPlan, x_pct: float, y_pct: float
@@ -54,7 +46,8 @@ def check(profile: str, contention: str, model_name: str, hardware: str) -> pd.D
     rows = pd.read_csv(contention, comment="#")
     out = []
     for r in rows.itertuples():
-        pred = predict(model, _prefill(int(r.prefill_tokens)), _decode(int(r.decode_seqs), int(r.decode_context)),
+        pred = predict(model, shape_plan(int(r.prefill_tokens)),
+                       shape_plan(decode_seqs=int(r.decode_seqs), decode_context=int(r.decode_context)),
                        r.prefill_share_pct, r.decode_share_pct)
         out.append({"layout": f"{r.layout} ({r.prefill_share_pct:g}, {r.decode_share_pct:g})",
                     "prefill": int(r.prefill_tokens), "decode": f"{int(r.decode_seqs)}@{int(r.decode_context)}",

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from engines.errors import ConfigError
-from engines.plan import StepPlan
+from engines.plan import ScheduledSeq, StepPlan
 from semipd.partition import num_cores_for_share
 from sim.cost_model import RooflineCostModel
 from sim.specs import HardwareSpec, ModelSpec
@@ -226,7 +226,7 @@ class ProfiledCostModel:
         return values[-1] * roof(x) / roof(knots[-1])
 
     def _roof_tokens(self, m: int) -> float:
-        return self.roofline._gpu_parts_s(_tokens_plan(m, samples=0), 1.0, 1.0)[0]
+        return self.roofline._gpu_parts_s(shape_plan(m), 1.0, 1.0)[0]
 
     def _roof_samples(self, s: int) -> float:
         r = self.roofline._rates(1.0, 1.0)
@@ -250,17 +250,20 @@ class ProfiledCostModel:
         return pd.DataFrame(out)
 
 
-def _tokens_plan(m: int, samples: int) -> StepPlan:
-    from engines.plan import ScheduledSeq
-    return StepPlan("roof", (ScheduledSeq(0, 0, m, samples > 0, True, ()),), m, 0)
+def shape_plan(prefill_tokens: int = 0, prefill_context: int = 0, decode_seqs: int = 0,
+               decode_context: int = 0) -> StepPlan:
+    """The profiler's step shape as a plan: `decode_seqs` decodes over `decode_context`
+    tokens each and one prefill chunk of `prefill_tokens` over `prefill_context`, which
+    does not sample (engines/torch/profiler.py)."""
+    seqs = [ScheduledSeq(i, decode_context, 1, True, False, ()) for i in range(decode_seqs)]
+    if prefill_tokens:
+        seqs.append(ScheduledSeq(decode_seqs, prefill_context, prefill_tokens, False, True, ()))
+    return StepPlan("shape", tuple(seqs), prefill_tokens, decode_seqs)
 
 
 def _row_plan(r) -> StepPlan:
-    from engines.plan import ScheduledSeq
-    seqs = [ScheduledSeq(i, int(r["decode_context"]), 1, True, False, ()) for i in range(int(r["decode_seqs"]))]
-    if int(r["prefill_tokens"]):
-        seqs.append(ScheduledSeq(len(seqs), int(r["prefill_context"]), int(r["prefill_tokens"]), False, True, ()))
-    return StepPlan("row", tuple(seqs), int(r["prefill_tokens"]), int(r["decode_seqs"]))
+    return shape_plan(int(r["prefill_tokens"]), int(r["prefill_context"]), int(r["decode_seqs"]),
+                      int(r["decode_context"]))
 
 
 def median_abs_error(report: pd.DataFrame, used_in_fit: bool) -> float:

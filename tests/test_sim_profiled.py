@@ -148,11 +148,12 @@ def test_a_run_with_the_profiled_cost_model(tmp_path):
 
 def test_contention_predictions_follow_the_engine_models(tmp_path):
     from semipd.engine import resources_slowdown
-    from sim.contention_check import _decode, _prefill, predict
+    from sim.contention_check import predict
+    from sim.profiled import shape_plan
     assert resources_slowdown([(0.9, 0.2), (0.3, 0.7)]) == pytest.approx(1.2)
     assert resources_slowdown([(0.5, 0.2), (0.3, 0.7)]) == 1.0
     model = ProfiledCostModel(write_profile(tmp_path / "p.csv"), MODEL, HW)
-    pre, dec = _prefill(512), _decode(16, 500)
+    pre, dec = shape_plan(512), shape_plan(decode_seqs=16, decode_context=500)
     disjoint = predict(model, pre, dec, 50, 50)
     assert disjoint["proportional"] == (1.0, 1.0)
     overlap = predict(model, pre, dec, 100, 100)

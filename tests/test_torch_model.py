@@ -217,9 +217,9 @@ def test_rejects_positions_past_the_model(model):
 def test_bfloat16_fused_ops_give_the_torch_ops_tokens(tiny_dir, prompts):
     # The fused ops round as the torch ops do, so in bf16 (where rounding matters most)
     # both paths generate the same greedy tokens.
-    attention_backend("kernel")
     model = load_model(tiny_dir, dtype=torch.bfloat16)
-    loops = [make_loop(model, fused_ops=fused) for fused in (True, False)]
+    # One attention path for both (attention=auto picks by timing, which load can flip).
+    loops = [make_loop(model, fused_ops=fused, attention=attention_backend("kernel")) for fused in (True, False)]
     for loop in loops:
         for rid, p in enumerate(prompts):
             loop.add(rid, p)

@@ -244,19 +244,18 @@ def _bucket(table: torch.Tensor, ctx: torch.Tensor, new: torch.Tensor, start: in
         seq = torch.repeat_interleave(torch.arange(len(new)), new)
         offset = torch.arange(stop - start) - (torch.cumsum(new, 0) - new)[seq]
         pad_index = seq * max_new + offset
-    mask = None
-    if pad_index is not None or bool((total != num_keys).any()) or (not fresh and max_new > 1):
-        # Padded query rows repeat the last real query's visibility, so no row is fully
-        # masked (that would make SDPA produce NaN); their outputs are dropped.
-        rows = torch.arange(max_new)
-        last_visible = ctx[:, None] + torch.minimum(rows[None, :], new[:, None] - 1)
-        mask = (torch.arange(num_keys)[None, None, :] <= last_visible[:, :, None])[:, None]
+    needs_mask = pad_index is not None or bool((total != num_keys).any()) or (not fresh and max_new > 1)
+    for_kernel = use_kernel and max_new > 1
+    mask = last_visible = None
+    if needs_mask or for_kernel:
+        # The last key each query row sees. Padded query rows repeat the last real query's
+        # visibility, so no row is fully masked (SDPA would give NaN); their outputs are dropped.
+        last_visible = ctx[:, None] + torch.minimum(torch.arange(max_new)[None, :], new[:, None] - 1)
+        if needs_mask:
+            mask = (torch.arange(num_keys)[None, None, :] <= last_visible[:, :, None])[:, None]
     gather = None if fresh else table[:, :width].reshape(-1)
-    last_visible = None
-    if use_kernel and max_new > 1:
-        rows = torch.arange(max_new)
-        last_visible = (ctx[:, None] + torch.minimum(rows[None, :], new[:, None] - 1)).to(torch.int32)
-    return SdpaBucket(start, stop, len(new), max_new, gather, mask, pad_index, last_visible)
+    kernel_rows = last_visible.to(torch.int32) if for_kernel else None
+    return SdpaBucket(start, stop, len(new), max_new, gather, mask, pad_index, kernel_rows)
 
 
 def _to_device(g: SdpaBucket | DecodeGroup, device) -> SdpaBucket | DecodeGroup:

@@ -105,18 +105,30 @@ def plan_for(shape: Shape, first_block: int = 0) -> tuple[StepPlan, int]:
     return plan, next_block - first_block
 
 
-def time_shape(ex, shape: Shape, repeats: int) -> list[float]:
-    """Wall seconds of `repeats` steps of `shape` on a worker process, as the driver of a
-    real run sees a step (submit to result, pipe included), after WARM_UP_STEPS."""
-    plan, _ = plan_for(shape)
+def step_times(ex, plan: StepPlan, repeats: int, worker_clock: bool = False) -> list[float]:
+    """Seconds of `repeats` steps of `plan` on a worker process after WARM_UP_STEPS (allocator,
+    oneDNN primitives, KV pages): wall time from submit to result, as the driver of a real
+    run sees a step (pipe included), or with `worker_clock` the worker's own
+    (StepResult.duration_s)."""
     times = []
-    for i in range(WARM_UP_STEPS + repeats):  # warm-up: allocator, oneDNN primitives, KV pages
+    for i in range(WARM_UP_STEPS + repeats):
         start = time.perf_counter()
         ex.submit(plan, 1.0)
-        ex.collect()
+        result = ex.collect()
         if i >= WARM_UP_STEPS:
-            times.append(time.perf_counter() - start)
+            times.append(result.duration_s if worker_clock else time.perf_counter() - start)
     return times
+
+
+def time_shape(ex, shape: Shape, repeats: int) -> list[float]:
+    """Wall seconds of `repeats` steps of `shape` (step_times)."""
+    return step_times(ex, plan_for(shape)[0], repeats)
+
+
+def _prepare(model: str, checkpoint: str | None, dtype: str):
+    from engines.torch import runtime
+    return runtime.prepare(model, checkpoint, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
+                           kv_cache_bytes=None, gpu_memory_utilization=0.9)
 
 
 def machine_description() -> str:
@@ -178,8 +190,7 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
     if hardware != "cpu":
         raise ValueError(f"hardware={hardware!r}: this profiler runs the CPU executor; profile GPUs with "
                          "Vidur's profiler")
-    setup = runtime.prepare(model, checkpoint, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
-                            kv_cache_bytes=None, gpu_memory_utilization=0.9)
+    setup = _prepare(model, checkpoint, dtype)
     shapes = grid(setup.config.max_position_embeddings)
     needed = max(plan_for(s)[1] for s in shapes)
     if needed > setup.num_blocks:
@@ -221,8 +232,7 @@ def time_anchors(model: str = "small_llama", dtype: str = "bfloat16", repeats: i
     """(shape, median wall seconds) of each anchor step on a fresh active worker on all cores."""
     from engines.torch import runtime
     cores = sorted(os.sched_getaffinity(0))
-    setup = runtime.prepare(model, checkpoint, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
-                            kv_cache_bytes=None, gpu_memory_utilization=0.9)
+    setup = _prepare(model, checkpoint, dtype)
     with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores) as rt:
         ex = rt.start("anchors", role="unified", share_pct=100.0, instance=0, num_instances=1)
         ex.wait_ready()
@@ -236,17 +246,6 @@ LAYOUTS = (("overlap", 100, 100), ("disjoint", 50, 50))  # (name, prefill %, dec
 CONTENTION_COLUMNS = ("layout", "prefill_share_pct", "decode_share_pct", "prefill_tokens", "decode_seqs",
                       "decode_context", "prefill_solo_s", "prefill_together_s", "decode_solo_s",
                       "decode_together_s", "decode_steps_together", "repeats")
-
-
-def _worker_times(ex, plan, repeats: int) -> list[float]:
-    """The worker's own step durations (StepResult.duration_s) of `repeats` steps."""
-    out = []
-    for i in range(WARM_UP_STEPS + repeats):
-        ex.submit(plan, 1.0)
-        d = ex.collect().duration_s
-        if i >= WARM_UP_STEPS:
-            out.append(d)
-    return out
 
 
 def _together(pre, dec, prefill_plan, decode_plan) -> tuple[float, list[float]]:
@@ -275,8 +274,7 @@ def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str
         raise ValueError("the contention check needs 2+ cores (disjoint layouts)")
     if hardware != "cpu":
         raise ValueError(f"hardware={hardware!r}: this profiler runs the CPU executor")
-    setup = runtime.prepare(model, checkpoint, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
-                            kv_cache_bytes=None, gpu_memory_utilization=0.9)
+    setup = _prepare(model, checkpoint, dtype)
     rows = []
     with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores,
                                 shares_cores=True) as rt:
@@ -288,8 +286,8 @@ def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str
             for n, b, c in CONCURRENT_PAIRS:
                 p_plan, used = plan_for(Shape("prefill", n, 0, 0, 0))
                 d_plan, _ = plan_for(Shape("decode", 0, 0, b, c), first_block=used)
-                p_solo = statistics.median(_worker_times(pre, p_plan, repeats))
-                d_solo = statistics.median(_worker_times(dec, d_plan, repeats))
+                p_solo = statistics.median(step_times(pre, p_plan, repeats, worker_clock=True))
+                d_solo = statistics.median(step_times(dec, d_plan, repeats, worker_clock=True))
                 _together(pre, dec, p_plan, d_plan)  # warm-up
                 p_times, d_times = [], []
                 for _ in range(repeats):

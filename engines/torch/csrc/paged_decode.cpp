@@ -289,12 +289,12 @@ void decode(const at::Tensor& q, const at::Tensor& k_pages, const at::Tensor& v_
 #endif
       const T* qs = qp + it.seq * num_heads * dim;
       for (int64_t x = 0; x < num_heads * dim; ++x) qf[x] = to_float(qs[x]) * static_cast<float>(scale);
-      const int32_t* row = table + it.seq * table_width;
+      const Pages pages{table + it.seq * table_width, block_size, token_stride};
       // Each key row is converted to float once and used by the `group` query heads
       // that share its KV head (GQA), for both the logits and, below, the values.
       for (int64_t t = 0; t < n; ++t) {
         const int64_t key = it.key_begin + t;
-        const T* k = kp + (static_cast<int64_t>(row[key / block_size]) * block_size + key % block_size) * token_stride;
+        const T* k = kp + pages.offset(key);
         convert(k, kvf.data(), token_stride);
         for (int64_t h = 0; h < num_heads; ++h)
           logits[h * partition_size + t] = dot(&qf[h * dim], &kvf[(h / group) * dim], dim);
@@ -316,7 +316,7 @@ void decode(const at::Tensor& q, const at::Tensor& k_pages, const at::Tensor& v_
       }
       for (int64_t t = 0; t < n; ++t) {
         const int64_t key = it.key_begin + t;
-        const T* v = vp + (static_cast<int64_t>(row[key / block_size]) * block_size + key % block_size) * token_stride;
+        const T* v = vp + pages.offset(key);
         convert(v, kvf.data(), token_stride);
         for (int64_t h = 0; h < num_heads; ++h)
           axpy(logits[h * partition_size + t], &kvf[(h / group) * dim], out_i + h * dim, dim);
