@@ -15,22 +15,30 @@ test: $(STAMP)
 # Performance-regression gate. Simulated runs are deterministic: the fixed matrix
 # (benchmarks/regress_matrix.py) must reproduce results/baselines/sim.json exactly. Real-engine
 # timings are an A/B in one run: the commit in results/baselines/torch.json, checked out into a
-# temporary worktree, measured beside this tree, interleaved (benchmarks/torch_ab.py). Both
-# parts always run; the target fails if either fails.
+# temporary worktree, measured beside this tree, interleaved (benchmarks/torch_ab.py). The
+# fidelity gate runs the simulator against the real engine on this machine, profiled in the same
+# run, within the limits of results/baselines/fidelity.json (benchmarks/fidelity_gate.py). All
+# parts always run; the target fails if any fails.
 REGRESS_DIR := results/regress/latest
 AB_DIR := results/regress/torch_ab
-.PHONY: regress regress-aa baseline
+FIDELITY_DIR := results/regress/fidelity
+.PHONY: regress regress-aa regress-fidelity-aa baseline
 
 regress: $(STAMP)
 	@status=0; \
 	$(BIN)/python benchmarks/regress_matrix.py --out $(REGRESS_DIR) && \
 	  $(BIN)/python -m metrics.compare $(REGRESS_DIR) results/baselines || status=1; \
 	$(BIN)/python benchmarks/torch_ab.py --out $(AB_DIR) || status=1; \
+	$(BIN)/python benchmarks/fidelity_gate.py --out $(FIDELITY_DIR) || status=1; \
 	exit $$status
 
 # The A/B gate's noise: this tree as both sides, 20 whole gates (README, "Regression gate").
 regress-aa: $(STAMP)
 	$(BIN)/python benchmarks/torch_ab.py --aa --gates 20 --out results/regress/torch_aa
+
+# The fidelity gate's noise: 6 whole gates (README, "Fidelity gate"), ~30 min.
+regress-fidelity-aa: $(STAMP)
+	$(BIN)/python benchmarks/fidelity_gate.py --aa 6 --out results/regress/fidelity_aa
 
 # Accept new simulated numbers, and record HEAD as the real-engine baseline commit (which
 # needs a committed tree: commit the code first, then `make baseline`, then commit the baselines).

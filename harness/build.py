@@ -47,22 +47,42 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
     eng = cfg.engine
     # The cost model is stateless: every worker can share one.
     if cfg.executor.cost_model == "profiled":
-        for option, value in (("engine.tp", eng.tp), ("engine.pp", eng.pp)):
-            if value != 1:
-                raise ConfigError(option, "1 with executor.cost_model=profiled (a profile times one "
-                                  "device; parallel layouts need the roofline)", value)
+        if _is_vidur_profile(cfg.executor.profile):
+            # GPU operator profiles have rows per TP degree (sim/vidur_profile.py checks the
+            # run's TP has some); pipeline stages are not modelled from them.
+            if eng.pp != 1:
+                raise ConfigError("engine.pp", f"1 with a Vidur profile (executor.profile={cfg.executor.profile}: "
+                                  "pipeline stages need the roofline)", eng.pp)
+        else:
+            for option, value in (("engine.tp", eng.tp), ("engine.pp", eng.pp)):
+                if value != 1:
+                    raise ConfigError(option, "1 with executor.cost_model=profiled and a CPU profile (it times "
+                                      "one device; parallel layouts need the roofline or a Vidur GPU profile)",
+                                      value)
         # semi-PD's real workers wait passively (engines/torch/runtime.py): their profile rows.
         # On a CPU the real runtime gives each device (instance) an equal slice of the cores.
         devices = eng.num_prefill + eng.num_decode if eng.design == "disagg" else eng.num_instances
         cost = _profiled_cost_model(cfg.executor.profile, model, hw, cfg.executor.share_model,
                                     "passive" if eng.design == "semipd" else "active", devices,
-                                    cfg.executor.profile_scale)
+                                    cfg.executor.profile_scale, tp=eng.tp, block_size=eng.block_size_tokens)
     else:
         cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
     return lambda: SimExecutor(cost)
 
 
-def _profiled_cost_model(profile: str, model, hw, share_model: str, omp_wait: str, devices: int, scale: float):
+def _is_vidur_profile(profile: str) -> bool:
+    # The rule of sim.vidur_profile.is_vidur_profile, without importing pandas here.
+    return os.path.isdir(profile) or os.path.basename(profile) in ("mlp.csv", "mlp.csv.xz")
+
+
+def _profiled_cost_model(profile: str, model, hw, share_model: str, omp_wait: str, devices: int, scale: float,
+                         tp: int = 1, block_size: int | None = None):
+    """A directory or an mlp.csv(.xz): Vidur GPU operator profiles (sim/vidur_profile.py);
+    any other file: a CPU profile of the real executor (sim/profiled.py)."""
+    if _is_vidur_profile(profile):
+        from sim.vidur_profile import VidurProfileCostModel  # pandas only when asked for
+        return VidurProfileCostModel(profile, model, hw, tp=tp, share_model=share_model, scale=scale,
+                                     block_size=block_size)
     from sim.profiled import ProfiledCostModel  # pandas + numpy only when asked for
     return ProfiledCostModel(profile, model, hw, share_model=share_model, omp_wait=omp_wait, devices=devices,
                              scale=scale)

@@ -41,8 +41,10 @@ class ExecutorConfig:
     name: str = "sim"                # sim | torch
     share_model: str = "roofline"    # sim: how step time grows as the compute share shrinks
     # sim: roofline = predicted from the hardware spec (sim/cost_model.py); profiled = from
-    # measured steps of the real executor in `profile` (sim/profiled.py; a CSV written by
-    # `python -m engines.torch.profiler`).
+    # the measurements in `profile`: a CSV of the real executor's steps (sim/profiled.py;
+    # written by `python -m engines.torch.profiler`), or Vidur-format GPU operator profiles
+    # (sim/vidur_profile.py): a directory holding mlp.csv (+ attention.csv), .csv or .csv.xz,
+    # or the path of that mlp.csv; rows per TP degree, so engine.tp > 1 works with them.
     cost_model: str = "roofline"
     profile: str | None = None
     # profiled: every step time x this, the machine's speed now against when it was profiled
@@ -78,8 +80,9 @@ class ExecutorConfig:
         check_choice("executor.cost_model", self.cost_model, COST_MODELS)
         check_number("executor.profile_scale", self.profile_scale, 0.0, lo_open=True)
         if self.cost_model == "profiled" and not self.profile:
-            raise ConfigError("executor.profile", "the path of a profile CSV with executor.cost_model=profiled "
-                              "(python -m engines.torch.profiler model=... writes one)", self.profile)
+            raise ConfigError("executor.profile", "the path of a profile with executor.cost_model=profiled "
+                              "(a CSV that python -m engines.torch.profiler model=... writes, or a directory "
+                              "of Vidur GPU profiles holding mlp.csv)", self.profile)
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ConfigError("executor.device", "cpu, cuda or cuda:<index>", self.device)
         check_choice("executor.dtype", self.dtype, TORCH_DTYPES)

@@ -5,12 +5,16 @@ the latency ECDFs of both overlaid.
 
     python -m harness.fidelity [--model small_llama] [--rates 1,2,4] [--num-requests 60]
         [--designs unified,unified_chunked,disagg,semipd_static,semipd_slo_code]
-        [--profile P.csv] [--real-repeats 1] [--drift-anchors 1] [--out results/fidelity] [--reuse-real]
+        [--profile P.csv] [--profile-repeats 3] [--real-repeats 2] [--drift-anchors 1]
+        [--out results/fidelity] [--reuse-real]
 
-Without --profile it first profiles this machine (engines/torch/profiler.py, ~1.5 min for
-small_llama), so the error is the simulator's and not a machine difference. With
---real-repeats N the real engine runs N times per point: the simulator is compared with
-the median and the report adds the real runs' own spread (max |run / median - 1|), the
+The real engine runs every point --real-repeats times, in passes over all points (odd
+passes in reverse order). Without --profile the machine is profiled within the same
+measurement (engines/torch/profiler.py): a round of the grid before each pass and one
+after the last, merged by the median, so profile and real runs sample the same minutes
+of a machine whose speed drifts (10-20 % over minutes on a shared 2-core VM), and the
+error is the simulator's, not a machine difference. The simulator is compared with the
+median real run; the report adds the real runs' own spread (max |run / median - 1|), the
 noise floor under any error. Writes REPORT.md, fidelity.csv and ecdf.png to --out.
 Real runs need the machine to themselves (2 cores): nothing else should run meanwhile.
 """
@@ -77,12 +81,12 @@ def compare(sim: dict[str, float], reals: list[dict[str, float]]) -> dict[str, f
     return row
 
 
-def drift_scale(cost, model: str, checkpoint: str | None = None) -> float:
+def drift_scale(cost, model: str, checkpoint: str | None = None, dtype: str = "bfloat16") -> float:
     """The machine's speed now against the profile's: the median over the anchor steps
     (engines/torch/profiler.py ANCHORS) of their time now / the profiled cost model's."""
     from engines.torch.profiler import plan_for, time_anchors
     ratios = [measured / cost.step_time_s(plan_for(shape)[0], 1.0)
-              for shape, measured in time_anchors(model, checkpoint=checkpoint)]
+              for shape, measured in time_anchors(model, dtype=dtype, checkpoint=checkpoint)]
     return statistics.median(ratios)
 
 
@@ -94,16 +98,20 @@ def report_markdown(table: pd.DataFrame, rates: list[float], profile: str, meta:
              f"cost_model=profiled, profile `{profile}`); {meta['num_requests']} ShareGPT-like requests, "
              f"seed 0, same KV pool ({KV_CACHE_BYTES >> 20} MiB), {meta['real_repeats']} real run(s) per point. "
              "Cells: simulated / real - 1, in %.", "",
+             "`real noise`: the real runs' own spread, max over the means (and throughput) and over the "
+             "P90s of |run / median of the runs - 1|: the floor under any error here.", "",
              "`profile scale`: the profile's multiplier (1 unless --drift-anchors 1 re-timed anchor steps "
              "before the real run; > 1 = the machine was slower than when profiled).", "",
              "| design | rate | TTFT mean | p50 | p90 | p99 | TPOT mean | p50 | p90 | p99 | E2E mean | p50 | p90 | "
-             "p99 | throughput | real noise (max) | profile scale |",
-             "|" + "---|" * 17]
+             "p99 | throughput | real noise: means | P90s | profile scale |",
+             "|" + "---|" * 18]
     for _, r in table.iterrows():
         cells = [pct(r[f"err.{m}.{s}"]) for m in METRICS for s in STATS] + [pct(r["err.throughput"])]
-        noise = max(r[c] for c in table.columns if c.startswith("noise."))
+        noise_means = max([r[f"noise.{m}.mean"] for m in METRICS] + [r["noise.throughput"]])
+        noise_p90 = max(r[f"noise.{m}.p90"] for m in METRICS)
         scale = r.get("profile_scale", 1.0)
-        lines.append(f"| {r['design']} | {r['rate']:g} | " + " | ".join(cells) + f" | {100 * noise:.1f} | {scale:.3f} |")
+        lines.append(f"| {r['design']} | {r['rate']:g} | " + " | ".join(cells)
+                     + f" | {100 * noise_means:.1f} | {100 * noise_p90:.1f} | {scale:.3f} |")
     checked = table[table["rate"].isin(light_medium)]
     means = [f"err.{m}.mean" for m in METRICS] + ["err.throughput"]
     p90s = [f"err.{m}.p90" for m in METRICS]
@@ -139,16 +147,118 @@ def ecdf_figure(runs: dict[tuple[str, str], Path], designs: list[str], path: Pat
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_order(designs: list[str], rates: list[float], passes: int) -> list[list[tuple[str, float]]]:
+    """The real runs of each pass: every (design, rate), odd passes in reverse order, so a
+    point's runs sit symmetric about the middle of the measurement and a steady drift of
+    the machine's speed moves its mean as little as the profile's (whose rounds are
+    spread the same way)."""
+    points = [(d, r) for d in designs for r in rates]
+    return [points if k % 2 == 0 else points[::-1] for k in range(passes)]
+
+
+def merge_rounds(paths: list[Path], out: Path) -> Path:
+    """One profile from several rounds of the same grid: per row the median of the rounds'
+    medians; the first round's header, with the number of rounds."""
+    from sim.profiled import read_profile
+    frames = [read_profile(p)[1] for p in paths]
+    keys = ["kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+            "decode_context", "num_samples"]
+    allrows = pd.concat(frames)
+    merged = allrows.groupby(keys, sort=False).agg(median_s=("median_s", "median"), min_s=("min_s", "min"),
+                                                   max_s=("max_s", "max"), repeats=("repeats", "sum")).reset_index()
+    header = [line for line in paths[0].read_text().splitlines() if line.startswith("#")
+              and not line.startswith("# rounds:")]
+    header.append(f"# rounds: {len(paths)} (interleaved with the real runs of harness.fidelity)")
+    out.write_text("\n".join(header) + "\n" + merged.to_csv(index=False, float_format="%.6g"))
+    return out
+
+
+def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
+    """Run the comparison: real passes interleaved with profile rounds (unless a profile is
+    given), then one simulated run per point with the merged profile. Returns the table
+    (one row per design and rate), the profile path and the ECDF run directories."""
+    from engines.torch.profiler import run as profile_machine
+    from sim.profiled import ProfiledCostModel
+    from sim.specs import get_hardware, get_model
+    start = time.perf_counter()
+    designs, rates = args.designs, args.rates
+    rounds: list[Path] = []
+
+    def profile_round() -> None:
+        k = len(rounds)
+        log(f"profiling this machine, round {k + 1} ...")
+        rounds.append(profile_machine(model=args.model, out=str(out / "profile_rounds" / f"round{k}.csv"),
+                                      checkpoint=args.checkpoint, repeats=args.profile_repeats, seed=k,
+                                      dtype=args.dtype,
+                                      log=lambda *_: None))
+
+    profile = args.profile
+    cost = ProfiledCostModel(profile, get_model(args.model), get_hardware("cpu")) if profile else None
+    reals: dict[tuple[str, float], list[dict]] = {}
+    scales: dict[tuple[str, float], list[float]] = {}
+    runs = {}  # (design, real|sim) -> run dir at the middle rate, for the ECDFs
+    mid_rate = rates[len(rates) // 2]
+    for k, points in enumerate(run_order(designs, rates, args.real_repeats)):
+        if profile is None:
+            profile_round()
+        for design, rate in points:
+            d = out / "runs" / f"{design}_r{rate:g}_real{k}"
+            if rate == mid_rate and k == 0:
+                runs[(design, "real")] = d
+            if args.reuse_real and (d / "summary.json").is_file():
+                summary = json.loads((d / "summary.json").read_text())
+            else:
+                scale = 1.0
+                if args.drift_anchors:
+                    cost = cost or ProfiledCostModel(merge_rounds(rounds, out / "profile_so_far.csv"),
+                                                     get_model(args.model), get_hardware("cpu"))
+                    scale = drift_scale(cost, args.model, args.checkpoint, args.dtype)
+                summary = one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
+                                            ["executor=torch", f"executor.dtype={args.dtype}"], args.checkpoint), d)
+                # The scale the simulated run will use, kept with the real run it was measured for.
+                summary["fidelity_profile_scale"] = scale
+                (d / "summary.json").write_text(json.dumps(summary, indent=1))
+            reals.setdefault((design, rate), []).append(values(summary))
+            scales.setdefault((design, rate), []).append(summary.get("fidelity_profile_scale", 1.0))
+            log(f"  real pass {k + 1}/{args.real_repeats} {design:16s} {rate:g} req/s "
+                f"({time.perf_counter() - start:.0f} s)")
+    if profile is None:
+        profile_round()
+        profile = str(merge_rounds(rounds, out / f"profile_cpu_{args.model}.csv"))
+    rows = []
+    for design in designs:
+        for rate in rates:
+            scale = statistics.median(scales[(design, rate)]) * getattr(args, "sim_scale", 1.0)
+            d = out / "runs" / f"{design}_r{rate:g}_sim"
+            sim = values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
+                                           ["executor=sim", "executor.cost_model=profiled",
+                                            f"executor.profile={profile}", f"executor.profile_scale={scale}"],
+                                           args.checkpoint), d))
+            if rate == mid_rate:
+                runs[(design, "sim")] = d
+            rows.append({"design": design, "rate": rate, "profile_scale": scale,
+                         **compare(sim, reals[(design, rate)])})
+            r = rows[-1]
+            log(f"  {design:16s} {rate:g} req/s: TTFT mean {100 * r['err.ttft_s.mean']:+.1f} %, TPOT mean "
+                f"{100 * r['err.tpot_s.mean']:+.1f} %, E2E mean {100 * r['err.e2e_s.mean']:+.1f} %, "
+                f"throughput {100 * r['err.throughput']:+.1f} %")
+    return pd.DataFrame(rows), profile, runs
+
+
+def parse_args(argv: list[str] | None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="small_llama")
     ap.add_argument("--checkpoint", default=None, help="the model's directory (default: checkpoints/<model>)")
     ap.add_argument("--rates", default="1,2,4", help="req/s in total: light, medium, near saturation")
     ap.add_argument("--num-requests", type=int, default=60)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                    help="the real engine's and the profile's dtype")
     ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--slo", default="cpu_small_llama_sharegpt_tight")
-    ap.add_argument("--profile", default=None, help="a profile CSV of THIS machine (default: profile now)")
-    ap.add_argument("--real-repeats", type=int, default=1)
+    ap.add_argument("--profile", default=None, help="a profile CSV of THIS machine (default: profile now, "
+                    "in rounds between the real passes)")
+    ap.add_argument("--profile-repeats", type=int, default=3, help="timed steps per shape and profile round")
+    ap.add_argument("--real-repeats", type=int, default=2, help="real runs (passes) per point")
     ap.add_argument("--out", default="results/fidelity")
     ap.add_argument("--drift-anchors", type=int, default=0,
                     help="1: before each real run, re-time a few anchor steps and scale the profile by "
@@ -156,80 +266,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-real", action="store_true",
                     help="take the real runs already in --out/runs (same options) instead of running them again")
     args = ap.parse_args(argv)
-    designs = [d for d in args.designs.split(",") if d]
-    unknown = [d for d in designs if d not in DESIGNS]
-    if unknown:
-        print(f"fidelity: --designs: unknown {unknown}; expected some of {list(DESIGNS)}", file=sys.stderr)
-        return 2
+    args.designs = [d for d in args.designs.split(",") if d]
+    unknown = [d for d in args.designs if d not in DESIGNS]
+    if unknown or not args.designs:
+        raise ValueError(f"--designs: unknown {unknown or 'none given'}; expected some of {list(DESIGNS)}")
     try:
-        rates = [float(r) for r in args.rates.split(",")]
+        args.rates = [float(r) for r in args.rates.split(",")]
     except ValueError:
-        print(f"fidelity: --rates must be comma-separated numbers, got {args.rates!r}", file=sys.stderr)
-        return 2
-    if args.real_repeats < 1 or not rates or any(r <= 0 for r in rates):
-        print("fidelity: --real-repeats must be >= 1 and every rate > 0", file=sys.stderr)
+        raise ValueError(f"--rates must be comma-separated numbers, got {args.rates!r}") from None
+    if args.real_repeats < 1 or args.profile_repeats < 1 or args.num_requests < 1:
+        raise ValueError("--real-repeats, --profile-repeats and --num-requests must be >= 1")
+    if not args.rates or any(r <= 0 for r in args.rates):
+        raise ValueError(f"--rates: every rate must be > 0, got {args.rates}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+    except ValueError as err:
+        print(f"fidelity: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
-    from engines.torch.profiler import machine_description, run as profile_machine
-    profile = args.profile
-    if profile is None:
-        print("profiling this machine ...", flush=True)
-        profile = str(profile_machine(model=args.model, out=str(out / f"profile_cpu_{args.model}.csv"),
-                                      checkpoint=args.checkpoint, log=lambda *_: None))
-    from sim.profiled import ProfiledCostModel
-    from sim.specs import get_hardware, get_model
-    cost = ProfiledCostModel(profile, get_model(args.model), get_hardware("cpu"))
-    rows, runs = [], {}  # runs: (design, real|sim) -> run dir at the middle rate, for the ECDFs
-    mid_rate = rates[len(rates) // 2]
+    from engines.torch.profiler import machine_description
     try:
-        for design in designs:
-            for rate in rates:
-                reals, scales = [], []
-                for k in range(args.real_repeats):
-                    d = out / "runs" / f"{design}_r{rate:g}_real{k}"
-                    if rate == mid_rate and k == 0:
-                        runs[(design, "real")] = d
-                    if args.reuse_real and (d / "summary.json").is_file():
-                        summary = json.loads((d / "summary.json").read_text())
-                        reals.append(values(summary))
-                        scales.append(summary.get("fidelity_profile_scale", 1.0))
-                        continue
-                    scales.append(drift_scale(cost, args.model, args.checkpoint) if args.drift_anchors else 1.0)
-                    summary = one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
-                                                ["executor=torch"], args.checkpoint), d)
-                    reals.append(values(summary))
-                    # The scale the simulated run will use, kept with the real run it was measured for.
-                    (d / "summary.json").write_text(json.dumps({**summary, "fidelity_profile_scale": scales[-1]},
-                                                               indent=1))
-                scale = statistics.median(scales)
-                d = out / "runs" / f"{design}_r{rate:g}_sim"
-                sim = values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
-                                               ["executor=sim", "executor.cost_model=profiled",
-                                                f"executor.profile={profile}", f"executor.profile_scale={scale}"],
-                                               args.checkpoint), d))
-                if rate == mid_rate:
-                    runs[(design, "sim")] = d
-                rows.append({"design": design, "rate": rate, "profile_scale": scale, **compare(sim, reals)})
-                print(f"  {design:16s} {rate:g} req/s: TTFT mean {100 * rows[-1]['err.ttft_s.mean']:+.1f} %, "
-                      f"TPOT mean {100 * rows[-1]['err.tpot_s.mean']:+.1f} %, E2E mean "
-                      f"{100 * rows[-1]['err.e2e_s.mean']:+.1f} %, throughput {100 * rows[-1]['err.throughput']:+.1f} % "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+        table, profile, runs = measure(args, out, log=lambda m: print(m, flush=True))
     except USER_ERRORS as err:
         print(f"fidelity: {err}", file=sys.stderr)
         return 2
     except WorkerError as err:  # a real run's worker died or failed: say which, no traceback
         print(f"fidelity: a real run failed: {err}", file=sys.stderr)
         return 1
-    table = pd.DataFrame(rows)
     table.to_csv(out / "fidelity.csv", index=False)
-    meta = {"model": args.model, "machine": machine_description(), "num_requests": args.num_requests,
+    meta = {"model": f"{args.model} ({args.dtype})", "machine": machine_description(), "num_requests": args.num_requests,
             "real_repeats": args.real_repeats}
-    (out / "REPORT.md").write_text(report_markdown(table, rates, profile, meta)
+    mid_rate = args.rates[len(args.rates) // 2]
+    (out / "REPORT.md").write_text(report_markdown(table, args.rates, profile, meta)
                                    + f"\n![latency ECDFs at {mid_rate:g} req/s](ecdf.png)\n")
-    ecdf_figure(runs, designs, out / "ecdf.png")
+    ecdf_figure(runs, args.designs, out / "ecdf.png")
     print(f"wrote {out / 'REPORT.md'} ({time.perf_counter() - start:.0f} s)")
     return 0
 

@@ -17,7 +17,7 @@ def test_errors_are_against_the_median_real_run_with_its_spread():
 
 def test_report_checks_the_goals_at_the_light_and_medium_rates_only():
     cols = {f"err.{m}.{s}": 0.01 for m in fidelity.METRICS for s in fidelity.STATS}
-    cols |= {"err.throughput": 0.02} | {f"noise.{m}.{s}": 0.0 for m in fidelity.METRICS for s in fidelity.STATS}
+    cols |= {"err.throughput": 0.02, "noise.throughput": 0.0} | {f"noise.{m}.{s}": 0.0 for m in fidelity.METRICS for s in fidelity.STATS}
     rows = [{"design": "unified", "rate": r, **cols} for r in (1.0, 2.0, 4.0)]
     rows[2]["err.tpot_s.mean"] = 0.5  # near saturation: reported, not held to the goal
     rows[1]["err.ttft_s.p90"] = -0.08
@@ -30,8 +30,9 @@ def test_report_checks_the_goals_at_the_light_and_medium_rates_only():
 @pytest.mark.parametrize("args,message", [
     (["--designs", "vllm"], "unknown ['vllm']"),
     (["--rates", "fast"], "comma-separated numbers"),
-    (["--rates", "0"], "every rate > 0"),
-    (["--real-repeats", "0"], "--real-repeats must be >= 1"),
+    (["--rates", "0"], "every rate must be > 0"),
+    (["--real-repeats", "0"], "--real-repeats, --profile-repeats and --num-requests must be >= 1"),
+    (["--profile-repeats", "0"], "--real-repeats, --profile-repeats and --num-requests must be >= 1"),
 ])
 def test_bad_arguments_exit_2(capsys, args, message):
     assert fidelity.main(args) == 2
@@ -46,12 +47,14 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
         monkeypatch.setattr(profiler, name, value)
     monkeypatch.setattr(fidelity, "KV_CACHE_BYTES", 64 << 20)
     ckpt = tmp_path / "ckpt"
-    prof = profiler.run(model="tiny_llama", threads="2", repeats=1, out=str(tmp_path / "p.csv"),
-                        checkpoint=str(ckpt), omp_wait="active", log=lambda *_: None)
     out = tmp_path / "fid"
     assert fidelity.main(["--model", "tiny_llama", "--checkpoint", str(ckpt), "--designs", "unified_chunked",
-                          "--rates", "4", "--num-requests", "6", "--slo", "default", "--profile", str(prof),
+                          "--rates", "4", "--num-requests", "6", "--slo", "default", "--profile-repeats", "1",
                           "--out", str(out)]) == 0
+    # Two real passes, a profile round before each and one after, merged into the profile.
+    prof = out / "profile_cpu_tiny_llama.csv"
+    assert sorted(p.name for p in (out / "profile_rounds").iterdir()) == ["round0.csv", "round1.csv", "round2.csv"]
+    assert "# rounds: 3" in prof.read_text()
     report = (out / "REPORT.md").read_text()
     assert "| unified_chunked | 4 |" in report and (out / "ecdf.png").stat().st_size > 0
     table = pd.read_csv(out / "fidelity.csv")
@@ -59,8 +62,31 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
     # Wired right: one real run (torch) and one simulated run on the profile, same requests.
     import json
     real = json.loads((out / "runs" / "unified_chunked_r4_real0" / "summary.json").read_text())
+    assert (out / "runs" / "unified_chunked_r4_real1" / "summary.json").is_file()
     sim = json.loads((out / "runs" / "unified_chunked_r4_sim" / "summary.json").read_text())
     assert (real["executor"], sim["executor"], sim["cost_model"], sim["profile"]) == ("torch", "sim", "profiled", str(prof))
     assert real["num_requests"] == sim["num_requests"] == 6
-    # The anchors were timed before the real run and their scale given to the simulated one.
-    assert real["fidelity_profile_scale"] > 0 and table["profile_scale"].iloc[0] == real["fidelity_profile_scale"]
+    # Without --drift-anchors the profile is taken as measured.
+    assert real["fidelity_profile_scale"] == 1.0 and table["profile_scale"].iloc[0] == 1.0
+
+
+def test_passes_alternate_their_order():
+    order = fidelity.run_order(["a", "b"], [1.0, 2.0], 3)
+    assert order[0] == [("a", 1.0), ("a", 2.0), ("b", 1.0), ("b", 2.0)]
+    assert order[1] == order[0][::-1] and order[2] == order[0]
+
+
+def test_rounds_merge_by_the_median(tmp_path):
+    from sim.profiled import read_profile
+    head = "# format: semipd-bench-profile/1\n# model: m\n# rounds: 1 (shuffled, seed 0)\n"
+    cols = "kind,omp_wait,threads,prefill_seqs,prefill_tokens,prefill_context,decode_seqs,decode_context,num_samples,median_s,min_s,max_s,repeats\n"
+    paths = []
+    for k, t in enumerate((0.010, 0.030, 0.012)):
+        p = tmp_path / f"r{k}.csv"
+        p.write_text(head + cols + f"decode,active,2,0,0,0,4,128,4,{t},{t},{t},3\n"
+                     f"prefill,active,2,1,16,0,0,0,0,{2 * t},{2 * t},{2 * t},3\n")
+        paths.append(p)
+    meta, rows = read_profile(fidelity.merge_rounds(paths, tmp_path / "m.csv"))
+    assert meta["model"] == "m" and meta["rounds"].startswith("3 ")
+    assert rows["median_s"].tolist() == pytest.approx([0.012, 0.024])
+    assert rows["min_s"].tolist() == pytest.approx([0.010, 0.020]) and rows["repeats"].tolist() == [9, 9]

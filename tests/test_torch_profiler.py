@@ -44,16 +44,21 @@ def test_a_small_profile_is_read_by_the_profiled_cost_model(tmp_path, monkeypatc
     for name, value in (("PREFILL_TOKENS", (1, 4)), ("PREFILL_CONTEXTS", (0, 32)), ("PREFILL_CONTEXT_TOKENS", (4,)),
                         ("DECODE_BATCHES", (1, 4)), ("DECODE_CONTEXTS", (20,)), ("MIXED", ((2, 20, 4, 0),))):
         monkeypatch.setattr(profiler, name, value)
-    out = profiler.run(model="tiny_llama", threads="1", repeats=1, out=str(tmp_path / "p.csv"),
-                       checkpoint=str(tmp_path / "tiny_llama"), omp_wait="active", log=lambda *_: None)
+    lines = []
+    out = profiler.run(model="tiny_llama", threads="1", repeats=1, rounds=2, out=str(tmp_path / "p.csv"),
+                       checkpoint=str(tmp_path / "tiny_llama"), omp_wait="active", log=lines.append)
     text = out.read_text()
     for field in ("# format: semipd-bench-profile/1", "# model: tiny_llama", "# hardware: cpu", "# machine:",
-                  "# versions:", "# executor: torch runtime=processes"):
+                  "# versions:", "# executor: torch runtime=processes", "# rounds: 2"):
         assert field in text
+    # Two rounds, each over the whole grid in its own order; a row pools both rounds' steps.
+    orders = [[line.split("] ", 1)[1][:40] for line in lines if f"round {r}/2" in line] for r in (1, 2)]
+    assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1] and len(orders[0]) == 6
     model = ProfiledCostModel(out, get_model("tiny_llama"), get_hardware("cpu"))
     report = model.fit_report()
     assert len(report) == 2 + 1 + 2 + 1 and set(model.fits) == {1}
     assert (report["median_s"] > 0).all() and (report["predicted_s"] > 0).all()
+    assert (report["repeats"] == 2).all()
 
 
 def test_a_small_contention_run_is_read_by_the_check(tmp_path, monkeypatch):

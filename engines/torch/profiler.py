@@ -2,7 +2,8 @@
 profiled cost model (sim/profiled.py, `executor.cost_model=profiled`).
 
     python -m engines.torch.profiler model=small_llama [hardware=cpu] [threads=2,1]
-        [omp_wait=active,passive] [dtype=bfloat16] [repeats=5] [out=results/profiles/cpu_small_llama.csv]
+        [omp_wait=active,passive] [dtype=bfloat16] [repeats=5] [rounds=1] [seed=0]
+        [out=results/profiles/cpu_small_llama.csv]
     python -m engines.torch.profiler model=small_llama contention=1   # concurrent steps
 
 Runs the model's checkpoint (made with random weights when missing) on a worker process
@@ -16,8 +17,9 @@ result), over:
   test the model: sim/profiled.py reports their error);
 once per thread count in `threads`, on a worker pinned to that many cores (as a semi-PD
 worker with that share is), and once per OpenMP wait policy (`omp_wait`: active threads
-as unified and disaggregated workers run, passive as semi-PD's). Each row: the median of `repeats` timed steps after two
-warm-up steps. The CSV starts with `#` lines naming the machine, the software
+as unified and disaggregated workers run, passive as semi-PD's). Each row: the median of
+`repeats` timed steps after two warm-up steps, per round: `rounds` passes over the grid,
+each in a shuffled order on fresh workers (against the machine's drift). The CSV starts with `#` lines naming the machine, the software
 versions, the model and the executor set-up; sim/profiled.py checks them against the run.
 
 contention=1 measures instead how a prefill step and a decode step slow each other down
@@ -30,6 +32,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -168,12 +171,17 @@ def header(model_name: str, hardware: str, config, attention: str, dtype: str, c
 
 def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1", dtype: str = "bfloat16",
         repeats: int = 5, out: str | None = None, checkpoint: str | None = None, omp_wait: str = "active,passive",
-        log=print) -> Path:
+        rounds: int = 1, seed: int = 0, log=print) -> Path:
     """Profile on worker processes as a real run starts them (engines/torch/runtime.py): the
     worker for `t` threads runs on t cores, as a semi-PD worker with that share would. Once
     per OpenMP wait policy in `omp_wait`: `active` (spinning threads, unified and
     disaggregated workers) and `passive` (sleeping threads, semi-PD's workers, whose cores
-    may overlap): the same step can take up to twice as long on a passive worker."""
+    may overlap): the same step can take up to twice as long on a passive worker.
+
+    The grid is measured `rounds` times, each round on fresh workers and in its own shuffled
+    order (seeded by `seed` and the round), and a row is the median of all its timed steps:
+    this machine's speed drifts by 10-20 % over minutes, and a fixed order would bias one
+    kind of step (the last measured) against the others."""
     from engines.torch import runtime
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {sorted(_DTYPES)}")
@@ -190,34 +198,46 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
     if hardware != "cpu":
         raise ValueError(f"hardware={hardware!r}: this profiler runs the CPU executor; profile GPUs with "
                          "Vidur's profiler")
+    if repeats < 1 or rounds < 1:
+        raise ValueError(f"repeats={repeats}, rounds={rounds}: each must be >= 1")
     setup = _prepare(model, checkpoint, dtype)
     shapes = grid(setup.config.max_position_embeddings)
     needed = max(plan_for(s)[1] for s in shapes)
     if needed > setup.num_blocks:
         raise ValueError(f"the grid needs {needed} KV blocks; the default pool has {setup.num_blocks}")
     out_path = Path(out or f"results/profiles/{hardware}_{model}.csv")
-    rows, head = [], None
-    for policy in policies:
-        with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores,
-                                    shares_cores=policy == "passive") as rt:
-            for t in counts:
-                ex = rt.start(f"profile_{policy}_{t}_threads", role="unified", share_pct=100.0 * t / len(cores),
-                              instance=0, num_instances=1)
-                ex.wait_ready()
-                head = head or header(model, hardware, setup.config, ex.attention_name, dtype, cores)
-                for i, shape in enumerate(shapes):
-                    times = time_shape(ex, shape, repeats)
-                    rows.append((shape.kind, policy, t, int(shape.prefill_tokens > 0), shape.prefill_tokens,
-                                 shape.prefill_context, shape.decode_seqs, shape.decode_context, shape.num_samples,
-                                 statistics.median(times), min(times), max(times), repeats))
-                    log(f"  {policy} threads={t} [{i + 1}/{len(shapes)}] {shape.kind:7s} prefill "
-                        f"{shape.prefill_tokens:5d}@{shape.prefill_context:<5d} decode "
-                        f"{shape.decode_seqs:4d}@{shape.decode_context:<5d} {1e3 * statistics.median(times):9.2f} ms")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    lines = head + [",".join(COLUMNS)] + [",".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in row)
-                                          for row in rows]
-    out_path.write_text("\n".join(lines) + "\n")
+    samples: dict[tuple[str, int, Shape], list[float]] = {}
+    head = None
+    for r in range(rounds):
+        order = random.Random(seed * 1000 + r).sample(shapes, len(shapes))
+        for policy in policies:
+            with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0, cores=cores,
+                                        shares_cores=policy == "passive") as rt:
+                for t in counts:
+                    ex = rt.start(f"profile_{policy}_{t}_threads_r{r}", role="unified",
+                                  share_pct=100.0 * t / len(cores), instance=0, num_instances=1)
+                    ex.wait_ready()
+                    head = head or header(model, hardware, setup.config, ex.attention_name, dtype, cores)
+                    for i, shape in enumerate(order):
+                        times = time_shape(ex, shape, repeats)
+                        samples.setdefault((policy, t, shape), []).extend(times)
+                        log(f"  round {r + 1}/{rounds} {policy} threads={t} [{i + 1}/{len(shapes)}] "
+                            f"{shape.kind:7s} prefill {shape.prefill_tokens:5d}@{shape.prefill_context:<5d} "
+                            f"decode {shape.decode_seqs:4d}@{shape.decode_context:<5d} "
+                            f"{1e3 * statistics.median(times):9.2f} ms")
+    rows = [(shape.kind, policy, t, int(shape.prefill_tokens > 0), shape.prefill_tokens, shape.prefill_context,
+             shape.decode_seqs, shape.decode_context, shape.num_samples, statistics.median(ts), min(ts), max(ts),
+             len(ts))
+            for policy in policies for t in counts for shape in shapes for ts in [samples[(policy, t, shape)]]]
+    write_profile(out_path, head + [f"# rounds: {rounds} (shuffled, seed {seed})"], rows)
     return out_path
+
+
+def write_profile(path: Path, header_lines: list[str], rows: list[tuple]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = header_lines + [",".join(COLUMNS)] + [",".join(f"{x:.6g}" if isinstance(x, float) else str(x)
+                                                           for x in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
 
 
 # Anchor steps: re-timed before each real run of a sim-vs-real comparison to measure how
@@ -311,14 +331,21 @@ def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    known = {"model", "hardware", "threads", "dtype", "repeats", "out", "checkpoint", "contention", "omp_wait"}
+    known = {"model", "hardware", "threads", "dtype", "repeats", "out", "checkpoint", "contention", "omp_wait",
+             "rounds", "seed"}
     kwargs = {}
     for a in args:
         key, sep, value = a.partition("=")
         if not sep or key not in known:
             print(f"profiler: bad argument {a!r}: expected key=value with key in {sorted(known)}", file=sys.stderr)
             return 2
-        kwargs[key] = int(value) if key == "repeats" else value
+        if key in ("repeats", "rounds", "seed"):
+            try:
+                value = int(value)
+            except ValueError:
+                print(f"profiler: {key}={value!r}: expected an integer", file=sys.stderr)
+                return 2
+        kwargs[key] = value
     contention = kwargs.pop("contention", "0")
     if contention not in ("0", "1"):
         print(f"profiler: contention={contention!r}: expected 0 or 1", file=sys.stderr)
@@ -327,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         if contention == "1":
             kwargs.pop("threads", None)
             kwargs.pop("omp_wait", None)
+            kwargs.pop("rounds", None)
+            kwargs.pop("seed", None)
             path = run_contention(**kwargs)
         else:
             path = run(**kwargs)
