@@ -42,6 +42,7 @@ def gate_args(cfg: dict, out: Path) -> list[str]:
     return ["--model", cfg["model"], "--dtype", cfg["dtype"], "--designs", ",".join(cfg["designs"]),
             "--rates", str(cfg["rate"]), "--num-requests", str(cfg["num_requests"]), "--slo", cfg["slo"],
             "--real-repeats", str(cfg["real_repeats"]), "--profile-repeats", str(cfg["profile_repeats"]),
+            "--semipd-contention", cfg.get("semipd_contention", "measured"),
             "--out", str(out), *(["--checkpoint", cfg["checkpoint"]] if cfg.get("checkpoint") else [])]
 
 

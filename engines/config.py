@@ -8,7 +8,7 @@ from engines.scheduler import SchedulerConfig
 
 DESIGNS = ("unified", "disagg", "semipd", "cluster")
 CONTROLLERS = ("static", "slo_paper", "slo_code")
-CONTENTION_MODELS = ("resources", "proportional")
+CONTENTION_MODELS = ("resources", "proportional", "measured")
 KV_LINKS = ("nvlink", "pcie", "network")
 POLICIES = ("vllm", "sglang")
 PREEMPTION_MODES = ("recompute", "swap")
@@ -43,11 +43,17 @@ class SemiPDConfig:
     floor_pct: float = 80.0            # slo_code, slo_paper: never lower a share below this
     min_fit_points: int = 3            # slo_paper: distinct shares before trusting the Eq. 4 fit
     switch_delay_s: float = 0.5        # standby worker start-up (the code polls every 0.5 s)
-    contention: str = "resources"      # resources | proportional (semipd/engine.py)
+    contention: str = "resources"      # resources | proportional | measured (semipd/engine.py)
+    # measured: factors from a contention profile (python -m engines.torch.profiler contention=1)
+    contention_profile: str | None = None
 
     def validate(self, prefix: str = "engine.semipd") -> None:
         check_choice(f"{prefix}.controller", self.controller, CONTROLLERS)
         check_choice(f"{prefix}.contention", self.contention, CONTENTION_MODELS)
+        if self.contention == "measured" and not self.contention_profile:
+            raise ConfigError(f"{prefix}.contention_profile", "the path of a contention profile with "
+                              f"{prefix}.contention=measured (python -m engines.torch.profiler model=... "
+                              "contention=1 writes one)", self.contention_profile)
         for key in ("prefill_share_pct", "decode_share_pct", "percentile", "step_pct", "floor_pct"):
             check_number(f"{prefix}.{key}", getattr(self, key), 0.0, 100.0, lo_open=True)
         check_int(f"{prefix}.window_requests", self.window_requests, 1)

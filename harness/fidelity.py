@@ -173,24 +173,39 @@ def merge_rounds(paths: list[Path], out: Path) -> Path:
     return out
 
 
+def merge_contention(paths: list[Path], out: Path) -> Path:
+    """One contention profile from several rounds: all their rows (semipd/measured_contention.py
+    takes the median per layout and role)."""
+    lines = paths[0].read_text().splitlines()
+    head = [line for line in lines if line.startswith("#")]
+    rows = [line for p in paths for line in p.read_text().splitlines()[len(head) + 1:] if line]
+    out.write_text("\n".join(head + [f"# rounds: {len(paths)}", lines[len(head)]] + rows) + "\n")
+    return out
+
+
 def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
     """Run the comparison: real passes interleaved with profile rounds (unless a profile is
     given), then one simulated run per point with the merged profile. Returns the table
     (one row per design and rate), the profile path and the ECDF run directories."""
-    from engines.torch.profiler import run as profile_machine
+    from engines.torch.profiler import run as profile_machine, run_contention
     from sim.profiled import ProfiledCostModel
     from sim.specs import get_hardware, get_model
     start = time.perf_counter()
     designs, rates = args.designs, args.rates
     rounds: list[Path] = []
+    contention_rounds: list[Path] = []
+    semipd = args.semipd_contention == "measured" and any(DESIGNS[d][0] == "engine=semipd" for d in designs)
 
     def profile_round() -> None:
         k = len(rounds)
         log(f"profiling this machine, round {k + 1} ...")
         rounds.append(profile_machine(model=args.model, out=str(out / "profile_rounds" / f"round{k}.csv"),
                                       checkpoint=args.checkpoint, repeats=args.profile_repeats, seed=k,
-                                      dtype=args.dtype,
-                                      log=lambda *_: None))
+                                      dtype=args.dtype, log=lambda *_: None))
+        if semipd:  # how semi-PD's two workers slow each other down (the `measured` contention model)
+            contention_rounds.append(run_contention(model=args.model, dtype=args.dtype, repeats=args.profile_repeats,
+                                                    out=str(out / "profile_rounds" / f"contention{k}.csv"),
+                                                    checkpoint=args.checkpoint, log=lambda *_: None))
 
     profile = args.profile
     cost = ProfiledCostModel(profile, get_model(args.model), get_hardware("cpu")) if profile else None
@@ -222,9 +237,14 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
             scales.setdefault((design, rate), []).append(summary.get("fidelity_profile_scale", 1.0))
             log(f"  real pass {k + 1}/{args.real_repeats} {design:16s} {rate:g} req/s "
                 f"({time.perf_counter() - start:.0f} s)")
+    contention = args.contention_profile if args.semipd_contention == "measured" else None
     if profile is None:
         profile_round()
         profile = str(merge_rounds(rounds, out / f"profile_cpu_{args.model}.csv"))
+        if contention_rounds:
+            contention = str(merge_contention(contention_rounds, out / f"contention_cpu_{args.model}.csv"))
+    contention_overrides = (["engine.semipd.contention=measured", f"engine.semipd.contention_profile={contention}"]
+                            if contention else [])
     rows = []
     for design in designs:
         for rate in rates:
@@ -232,7 +252,8 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
             d = out / "runs" / f"{design}_r{rate:g}_sim"
             sim = values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
                                            ["executor=sim", "executor.cost_model=profiled",
-                                            f"executor.profile={profile}", f"executor.profile_scale={scale}"],
+                                            f"executor.profile={profile}", f"executor.profile_scale={scale}",
+                                            *(contention_overrides if DESIGNS[design][0] == "engine=semipd" else [])],
                                            args.checkpoint), d))
             if rate == mid_rate:
                 runs[(design, "sim")] = d
@@ -257,6 +278,13 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--slo", default="cpu_small_llama_sharegpt_tight")
     ap.add_argument("--profile", default=None, help="a profile CSV of THIS machine (default: profile now, "
                     "in rounds between the real passes)")
+    ap.add_argument("--contention-profile", default=None,
+                    help="with --profile: a contention profile of THIS machine (profiler contention=1) for "
+                         "semi-PD's `measured` contention model (default: measured in the profile rounds, or "
+                         "the engine's default model when --profile is given)")
+    ap.add_argument("--semipd-contention", default="measured", choices=("measured", "resources"),
+                    help="the simulator's contention model for semi-PD: measured in the profile rounds "
+                         "(default) or the GPU-style `resources` model")
     ap.add_argument("--profile-repeats", type=int, default=3, help="timed steps per shape and profile round")
     ap.add_argument("--real-repeats", type=int, default=2, help="real runs (passes) per point")
     ap.add_argument("--out", default="results/fidelity")

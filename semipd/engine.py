@@ -16,6 +16,9 @@ starts or stops a step, and its end time is recomputed then):
   x + y <= 100 caps the compute never oversubscribes, but bandwidth still can.
 - `proportional`, or an executor without resource demands: if x + y > 100, each runs at
   the effective share s * 100 / (x + y) (SMs split in proportion to the caps).
+- `measured`: each step slows down by the factor measured for its role on the real
+  workers (semipd/measured_contention.py: a contention profile of the machine, per layout:
+  overlapping shares x + y > 100, or disjoint): two processes time-sharing CPU cores.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from engines.plan import Executor, StepPlan, StepResult
 from engines.scheduler import Scheduler, StepOutcome
 from engines.worker import Worker
 from semipd.controller import SLO, Decision, make_controller
+from semipd.measured_contention import read as read_measured
 from semipd.window import TtftSample, WindowCollector
 
 
@@ -60,9 +64,11 @@ class _Device:
 
 class SemiPDEngine(Engine):
     def __init__(self, *args, devices: list[_Device], controller, window_requests: int,
-                 percentile: float, switch_delay_s: float, contention: str = "resources", **kw) -> None:
+                 percentile: float, switch_delay_s: float, contention: str = "resources",
+                 measured=None, **kw) -> None:
         super().__init__(*args, **kw)
         self.contention = contention
+        self.measured = measured  # MeasuredContention with contention="measured"
         self.devices = devices
         self.controller = controller
         self.switch_delay_s = switch_delay_s
@@ -209,6 +215,9 @@ class SemiPDEngine(Engine):
         solo = [st.result.duration_s for st in steps]
         if len(steps) < 2:
             return solo
+        if self.contention == "measured":
+            factors = dict(zip(("prefill", "decode"), self.measured.slowdowns(dev.x_pct, dev.y_pct)))
+            return [d * factors["prefill" if st.worker is dev.prefill else "decode"] for st, d in zip(steps, solo)]
         if self.contention == "resources" and all(hasattr(st.worker.executor, "resource_demands_s") for st in steps):
             for st in steps:
                 if st.use is None:
@@ -260,4 +269,5 @@ def build_semipd(cfg: EngineConfig, *, loop: Loop, make_executor: Callable[[], E
                         num_weight_copies=cfg.num_instances,  # prefill and decode share one copy
                         devices=devices, controller=make_controller(sp, slo),
                         window_requests=sp.window_requests, percentile=sp.percentile,
-                        switch_delay_s=sp.switch_delay_s, contention=sp.contention)
+                        switch_delay_s=sp.switch_delay_s, contention=sp.contention,
+                        measured=read_measured(sp.contention_profile) if sp.contention == "measured" else None)

@@ -182,13 +182,13 @@ class BandwidthBoundExecutor(SoloRecordingExecutor):
         return 0.1 * t, 0.8 * t / 0.5  # at share 0.5: 80 % of the bandwidth
 
 
-def _steps_vs_solo(x: float, y: float, contention: str, executor=SoloRecordingExecutor):
+def _steps_vs_solo(x: float, y: float, contention: str, executor=SoloRecordingExecutor, **semipd):
     """Each worker's recorded step durations, their solo durations, and how many pairs of
     prefill and decode steps overlapped in time."""
     loop = VirtualLoop()
     cfg = EngineConfig(name="semipd", design="semipd",
                        semipd=SemiPDConfig(prefill_share_pct=x, decode_share_pct=y, controller="static",
-                                           contention=contention))
+                                           contention=contention, **semipd))
     engine = build_semipd(cfg, loop=loop, make_executor=executor, num_kv_blocks=400,
                           max_model_len=4096, slo=SLO(0.5, 0.1))
     run(engine, loop, workload(n=60))
@@ -262,3 +262,47 @@ def test_resource_contention_overlaps_compute_and_memory_bound_steps():
     assert _prefill_step_s("resources", True) == pytest.approx(1.1 * alone, rel=0.02)
     # the proportional model halves both workers' SMs instead
     assert _prefill_step_s("proportional", True) == pytest.approx(2.0 * alone, rel=0.05)
+
+
+CONTENTION_CSV = """# format: semipd-bench-profile/1-contention
+layout,prefill_share_pct,decode_share_pct,prefill_tokens,decode_seqs,decode_context,prefill_solo_s,prefill_together_s,decode_solo_s,decode_together_s,decode_steps_together,repeats
+overlap,100,100,512,16,512,0.1,0.2,0.01,0.015,5,3
+overlap,100,100,1024,64,1024,0.2,0.41,0.02,0.029,5,3
+overlap,100,100,2048,4,256,0.4,0.78,0.01,0.016,5,3
+disjoint,50,50,512,16,512,0.1,0.11,0.01,0.0105,5,3
+"""
+
+
+@pytest.mark.parametrize("x, y, prefill, decode", [(100.0, 100.0, 2.0, 1.5), (50.0, 50.0, 1.1, 1.05)])
+def test_measured_contention_slows_each_role_by_its_measured_median(tmp_path, x, y, prefill, decode):
+    """`measured`: per layout (x + y > 100 or not) and role, the median together / solo of
+    the contention profile (overlap: prefill 2.0, 2.05, 1.95 -> 2.0; decode 1.5, 1.45, 1.6 -> 1.5)."""
+    path = tmp_path / "c.csv"
+    path.write_text(CONTENTION_CSV)
+    recorded, solo, overlaps = _steps_vs_solo(x, y, "measured", contention_profile=str(path))
+    assert overlaps > 20
+    ratios = {name: [r / s for r, s in zip(recorded[name], solo[name])] for name in recorded}
+    # a step inside the other worker's busy time slows by the whole factor, one that
+    # overlaps it in part by less; none by more
+    assert max(ratios["prefill0"]) == pytest.approx(prefill, rel=1e-6)
+    assert max(ratios["decode0"]) == pytest.approx(decode, rel=1e-6)
+    assert min(min(v) for v in ratios.values()) >= 1.0 - 1e-9
+
+
+@pytest.mark.parametrize("text, profile, message", [
+    (None, None, "engine.semipd.contention_profile must be the path of a contention profile"),
+    (None, "missing.csv", "engine.semipd.contention_profile must be a contention profile CSV"),
+    ("layout,x\noverlap,1\n", "c.csv", "columns layout, prefill_solo_s"),
+    (CONTENTION_CSV.replace("0.1,0.2,0.01", "0,0.2,0.01"), "c.csv", "positive solo and together times"),
+    (CONTENTION_CSV.replace("disjoint", "overlap"), "c.csv", "'disjoint' rows"),
+])
+def test_bad_contention_profiles_are_named(tmp_path, text, profile, message):
+    from engines.errors import ConfigError
+    if text is not None:
+        (tmp_path / profile).write_text(text)
+    path = str(tmp_path / profile) if profile else None
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        cfg = SemiPDConfig(prefill_share_pct=50.0, decode_share_pct=50.0, controller="static",
+                           contention="measured", contention_profile=path)
+        cfg.validate()
+        _steps_vs_solo(50.0, 50.0, "measured", contention_profile=path)

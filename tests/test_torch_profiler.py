@@ -78,3 +78,7 @@ def test_a_small_contention_run_is_read_by_the_check(tmp_path, monkeypatch):
     table = check(str(prof), str(cont), "tiny_llama", "cpu")
     assert list(table["layout"]) == ["overlap (100, 100)", "disjoint (50, 50)"]
     assert (table[["prefill measured", "decode measured", "prefill resources", "decode proportional"]] > 0).all().all()
+    # the `measured` contention model reads the same file
+    from semipd.measured_contention import read
+    factors = read(cont).factors
+    assert set(factors) == {"overlap", "disjoint"} and all(f > 0 for pair in factors.values() for f in pair)

@@ -260,7 +260,7 @@ def time_anchors(model: str = "small_llama", dtype: str = "bfloat16", repeats: i
 
 
 # Concurrent steps (semi-PD's two workers on one machine): (prefill tokens at context 0,
-# decode batch, decode context), each prefill long enough for several decode steps.
+# decode batch, decode context). Both workers step back to back while measured together.
 CONCURRENT_PAIRS = ((512, 16, 512), (1024, 64, 1024), (2048, 4, 256))
 LAYOUTS = (("overlap", 100, 100), ("disjoint", 50, 50))  # (name, prefill %, decode %)
 CONTENTION_COLUMNS = ("layout", "prefill_share_pct", "decode_share_pct", "prefill_tokens", "decode_seqs",
@@ -268,18 +268,23 @@ CONTENTION_COLUMNS = ("layout", "prefill_share_pct", "decode_share_pct", "prefil
                       "decode_together_s", "decode_steps_together", "repeats")
 
 
-def _together(pre, dec, prefill_plan, decode_plan) -> tuple[float, list[float]]:
-    """One prefill step while the decode worker steps back to back: the prefill's duration
-    and those of the decode steps that ended before it did."""
+def _together(pre, dec, prefill_plan, decode_plan, min_steps: int) -> tuple[list[float], list[float]]:
+    """Both workers stepping back to back until each has finished `min_steps` + 1 steps:
+    the durations of each one's steps after its first, every one of them run while the
+    other worker was busy too (its last step, still running, is collected and dropped)."""
     from multiprocessing.connection import wait
-    pre.submit(prefill_plan, 1.0)
-    decodes = []
-    while True:
-        dec.submit(decode_plan, 1.0)
-        d = dec.collect().duration_s
-        if wait([pre.ready_source], 0):
-            return pre.collect().duration_s, decodes
-        decodes.append(d)
+    plans, times = {pre: prefill_plan, dec: decode_plan}, {pre: [], dec: []}
+    by_source = {pre.ready_source: pre, dec.ready_source: dec}
+    for ex, plan in plans.items():
+        ex.submit(plan, 1.0)
+    while min(len(t) for t in times.values()) < min_steps + 1:
+        for source in wait(list(by_source)):
+            ex = by_source[source]
+            times[ex].append(ex.collect().duration_s)
+            ex.submit(plans[ex], 1.0)
+    for ex in plans:
+        ex.collect()
+    return times[pre][1:], times[dec][1:]
 
 
 def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str = "bfloat16", repeats: int = 5,
@@ -308,14 +313,7 @@ def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str
                 d_plan, _ = plan_for(Shape("decode", 0, 0, b, c), first_block=used)
                 p_solo = statistics.median(step_times(pre, p_plan, repeats, worker_clock=True))
                 d_solo = statistics.median(step_times(dec, d_plan, repeats, worker_clock=True))
-                _together(pre, dec, p_plan, d_plan)  # warm-up
-                p_times, d_times = [], []
-                for _ in range(repeats):
-                    p, ds = _together(pre, dec, p_plan, d_plan)
-                    p_times.append(p)
-                    d_times += ds
-                if not d_times:
-                    raise RuntimeError(f"no decode step of {b}@{c} ended within a prefill of {n} tokens")
+                p_times, d_times = _together(pre, dec, p_plan, d_plan, repeats)
                 rows.append((layout, x, y, n, b, c, p_solo, statistics.median(p_times), d_solo,
                              statistics.median(d_times), len(d_times), repeats))
                 log(f"  {layout:8s} ({x},{y}) prefill {n}: {1e3 * p_solo:.1f} -> {1e3 * rows[-1][7]:.1f} ms; "
