@@ -49,6 +49,10 @@ KV_CACHE_BYTES = 1 << 30  # the real executor's CPU default, given to both sides
 MEAN_GOAL, P90_GOAL = 0.05, 0.10
 
 
+def is_semipd(design: str) -> bool:
+    return DESIGNS[design][0] == "engine=semipd"
+
+
 def overrides(model: str, design: str, rate: float, num_requests: int, slo: str, executor: list[str],
               checkpoint: str | None = None) -> list[str]:
     return [f"model={model}", *([f"model.checkpoint={checkpoint}"] if checkpoint else []), "hardware=cpu", "workload=synthetic", "workload.distribution=sharegpt_like",
@@ -159,12 +163,9 @@ def run_order(designs: list[str], rates: list[float], passes: int) -> list[list[
 def merge_rounds(paths: list[Path], out: Path) -> Path:
     """One profile from several rounds of the same grid: per row the median of the rounds'
     medians; the first round's header, with the number of rounds."""
-    from sim.profiled import read_profile
-    frames = [read_profile(p)[1] for p in paths]
-    keys = ["kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
-            "decode_context", "num_samples"]
-    allrows = pd.concat(frames)
-    merged = allrows.groupby(keys, sort=False).agg(median_s=("median_s", "median"), min_s=("min_s", "min"),
+    from sim.profiled import SHAPE_COLUMNS, read_profile
+    allrows = pd.concat([read_profile(p)[1] for p in paths])
+    merged = allrows.groupby(list(SHAPE_COLUMNS), sort=False).agg(median_s=("median_s", "median"), min_s=("min_s", "min"),
                                                    max_s=("max_s", "max"), repeats=("repeats", "sum")).reset_index()
     header = [line for line in paths[0].read_text().splitlines() if line.startswith("#")
               and not line.startswith("# rounds:")]
@@ -194,7 +195,7 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
     designs, rates = args.designs, args.rates
     rounds: list[Path] = []
     contention_rounds: list[Path] = []
-    semipd = args.semipd_contention == "measured" and any(DESIGNS[d][0] == "engine=semipd" for d in designs)
+    semipd = args.semipd_contention == "measured" and any(map(is_semipd, designs))
 
     def profile_round() -> None:
         k = len(rounds)
@@ -253,7 +254,7 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
             sim = values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
                                            ["executor=sim", "executor.cost_model=profiled",
                                             f"executor.profile={profile}", f"executor.profile_scale={scale}",
-                                            *(contention_overrides if DESIGNS[design][0] == "engine=semipd" else [])],
+                                            *(contention_overrides if is_semipd(design) else [])],
                                            args.checkpoint), d))
             if rate == mid_rate:
                 runs[(design, "sim")] = d

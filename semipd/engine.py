@@ -216,8 +216,8 @@ class SemiPDEngine(Engine):
         if len(steps) < 2:
             return solo
         if self.contention == "measured":
-            factors = dict(zip(("prefill", "decode"), self.measured.slowdowns(dev.x_pct, dev.y_pct)))
-            return [d * factors["prefill" if st.worker is dev.prefill else "decode"] for st, d in zip(steps, solo)]
+            prefill, decode = self.measured.slowdowns(dev.x_pct, dev.y_pct)
+            return [d * (prefill if st.worker is dev.prefill else decode) for st, d in zip(steps, solo)]
         if self.contention == "resources" and all(hasattr(st.worker.executor, "resource_demands_s") for st in steps):
             for st in steps:
                 if st.use is None:

@@ -44,8 +44,10 @@ from sim.specs import HardwareSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 FORMAT = "semipd-bench-profile/1"
-_COLUMNS = ("kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
-            "decode_context", "num_samples", "median_s")
+# A row's step shape and set-up (what identifies it), then its time.
+SHAPE_COLUMNS = ("kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
+                 "decode_context", "num_samples")
+_COLUMNS = SHAPE_COLUMNS + ("median_s",)
 
 
 @dataclasses.dataclass(frozen=True)

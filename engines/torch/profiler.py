@@ -229,13 +229,14 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
              shape.decode_seqs, shape.decode_context, shape.num_samples, statistics.median(ts), min(ts), max(ts),
              len(ts))
             for policy in policies for t in counts for shape in shapes for ts in [samples[(policy, t, shape)]]]
-    write_profile(out_path, head + [f"# rounds: {rounds} (shuffled, seed {seed})"], rows)
+    write_csv(out_path, head + [f"# rounds: {rounds} (shuffled, seed {seed})"], COLUMNS, rows)
     return out_path
 
 
-def write_profile(path: Path, header_lines: list[str], rows: list[tuple]) -> None:
+def write_csv(path: Path, header_lines: list[str], columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """A profile CSV: its `#` lines, the column names, one line per row (floats to 6 digits)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = header_lines + [",".join(COLUMNS)] + [",".join(f"{x:.6g}" if isinstance(x, float) else str(x)
+    lines = header_lines + [",".join(columns)] + [",".join(f"{x:.6g}" if isinstance(x, float) else str(x)
                                                            for x in row) for row in rows]
     path.write_text("\n".join(lines) + "\n")
 
@@ -319,11 +320,8 @@ def run_contention(model: str = "small_llama", hardware: str = "cpu", dtype: str
                 log(f"  {layout:8s} ({x},{y}) prefill {n}: {1e3 * p_solo:.1f} -> {1e3 * rows[-1][7]:.1f} ms; "
                     f"decode {b}@{c}: {1e3 * d_solo:.1f} -> {1e3 * rows[-1][9]:.1f} ms")
     out_path = Path(out or f"results/profiles/{hardware}_{model}_contention.csv")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# format: {FORMAT}-contention", f"# model: {model}", f"# hardware: {hardware}",
-             f"# machine: {machine_description()}", ",".join(CONTENTION_COLUMNS)]
-    lines += [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) for row in rows]
-    out_path.write_text("\n".join(lines) + "\n")
+    write_csv(out_path, [f"# format: {FORMAT}-contention", f"# model: {model}", f"# hardware: {hardware}",
+                         f"# machine: {machine_description()}"], CONTENTION_COLUMNS, rows)
     return out_path
 
 
