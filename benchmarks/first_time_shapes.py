@@ -10,8 +10,9 @@ one process, on one TorchExecutor (random weights, packed linears):
 1. per GEMM (a layer's qkv, o, gate_up and down, and the LM head): median time at 10 row
    counts never seen before, against one count repeated; prefill-sized (300+) and
    decode-sized (41+) counts (the LM head only sees sampling rows: decode-sized only);
-2. per step: `--steps` steps of a fresh prompt of a new length (40-1,000 tokens, seeded,
-   all distinct) beside 8 decodes, each timed the first time and right after once more.
+2. per step: `--steps` steps of a fresh prompt chunk of a new length (40-1,000 tokens,
+   seeded, all distinct) beside 8 decodes (the profiler's mixed shape), each timed the
+   first time and right after once more.
 """
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engines.plan import ScheduledSeq, StepPlan  # noqa: E402
+from engines.plan import StepPlan  # noqa: E402
 from engines.torch.checkpoint import build_model  # noqa: E402
 from engines.torch.executor import TorchExecutor  # noqa: E402
 from engines.torch.make_model import random_weights  # noqa: E402
+from engines.torch.profiler import BLOCK_SIZE, Shape, plan_for  # noqa: E402
 from engines.torch.sizes import get_size  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-BLOCK = 16
 DECODES, DECODE_CONTEXT = 8, 256
 
 
@@ -67,23 +68,15 @@ def gemms(model) -> dict[str, dict[str, float]]:
     return out
 
 
-def step_plan(prompt: int, rid: int) -> StepPlan:
-    seqs, block = [], 0
-    per_decode = -(-(DECODE_CONTEXT + 1) // BLOCK)
-    for r in range(DECODES):
-        seqs.append(ScheduledSeq(r, DECODE_CONTEXT, 1, True, False, tuple(range(block, block + per_decode)),
-                                 (r + 1,)))
-        block += per_decode
-    n = -(-prompt // BLOCK)
-    seqs.append(ScheduledSeq(DECODES + rid, 0, prompt, True, True, tuple(range(block, block + n)),
-                             tuple((i * 31 + rid) % 1000 + 1 for i in range(prompt))))
-    return StepPlan("bench", tuple(seqs), prompt, DECODES)
+def step_plan(prompt: int) -> StepPlan:
+    """A fresh prompt chunk of `prompt` tokens beside DECODES decodes (the profiler's mixed shape)."""
+    return plan_for(Shape("mixed", prompt, 0, DECODES, DECODE_CONTEXT))[0]
 
 
 def steps(ex: TorchExecutor, count: int, seed: int) -> dict[str, float]:
     first, again = [], []
     for i, n in enumerate(random.Random(seed).sample(range(40, 1001), count)):
-        plan = step_plan(n, i)
+        plan = step_plan(n)
         for into in (first, again):
             start = time.perf_counter()
             ex.execute(plan)
@@ -103,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     config = get_size(args.model)
     model = build_model(config, random_weights(config, 0, torch.float32), dtype=DTYPES[args.dtype])
-    ex = TorchExecutor(model, num_blocks=DECODES * -(-(DECODE_CONTEXT + 1) // BLOCK) + -(-1000 // BLOCK),
-                       block_size=BLOCK, threads=args.threads)
+    ex = TorchExecutor(model, num_blocks=plan_for(Shape("mixed", 1000, 0, DECODES, DECODE_CONTEXT))[1],
+                       block_size=BLOCK_SIZE, threads=args.threads)
     if not ex.packed:
         print("first_time_shapes: no oneDNN packing on this machine: nothing to measure", file=sys.stderr)
         return 2
-    ex.execute(step_plan(64, 10_000))  # allocator and thread pool warm before anything is timed
+    ex.execute(step_plan(64))  # allocator and thread pool warm before anything is timed
     res = {"model": args.model, "dtype": args.dtype, "threads": args.threads,
            "gemm": gemms(ex.model), "step": steps(ex, args.steps, seed=0)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
