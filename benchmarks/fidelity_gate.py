@@ -46,6 +46,7 @@ def gate_args(cfg: dict, out: Path) -> list[str]:
             "--rates", str(cfg["rate"]), "--num-requests", str(cfg["num_requests"]), "--slo", cfg["slo"],
             "--real-repeats", str(cfg["real_repeats"]), "--profile-repeats", str(cfg["profile_repeats"]),
             "--semipd-contention", cfg.get("semipd_contention", "measured"),
+            "--run-calibration", str(cfg.get("run_calibration", 0)),
             "--out", str(out), *(["--checkpoint", cfg["checkpoint"]] if cfg.get("checkpoint") else [])]
 
 

@@ -33,8 +33,28 @@ sys.path.insert(0, str(ROOT))
 WARM_UP_PLANS = 20
 
 
-def main(argv: list[str] | None = None) -> int:
+def record_run(model: str, dtype: str, design: str, rate: float, num_requests: int, out: Path) -> list[tuple]:
+    """A real run (harness.fidelity's workload) with every step kept: (a copy of its plan, the
+    duration its driver recorded, the worker's own duration)."""
     from engines import worker as worker_mod
+    from harness import fidelity
+    recorded = []
+    finish = worker_mod.Worker.finish_step
+
+    def keep(self, plan, result, start_s, end_s):
+        recorded.append((copy.deepcopy(plan), end_s - start_s, result.duration_s))  # block lists change later
+        return finish(self, plan, result, start_s, end_s)
+
+    worker_mod.Worker.finish_step = keep
+    try:
+        fidelity.one_run(fidelity.overrides(model, design, rate, num_requests, "default",
+                                            ["executor=torch", f"executor.dtype={dtype}"]), out)
+    finally:
+        worker_mod.Worker.finish_step = finish
+    return recorded
+
+
+def main(argv: list[str] | None = None) -> int:
     from engines.torch import runtime
     from harness import fidelity
     from sim.profiled import ProfiledCostModel
@@ -51,19 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     cost = ProfiledCostModel(args.profile, get_model(args.model), get_hardware("cpu"))
 
-    recorded = []  # (plan, recorded duration, worker's own duration)
-    finish = worker_mod.Worker.finish_step
-
-    def keep(self, plan, result, start_s, end_s):
-        recorded.append((copy.deepcopy(plan), end_s - start_s, result.duration_s))  # block lists change later
-        return finish(self, plan, result, start_s, end_s)
-
-    worker_mod.Worker.finish_step = keep
-    try:
-        fidelity.one_run(fidelity.overrides(args.model, args.design, args.rate, args.num_requests, "default",
-                                            ["executor=torch", f"executor.dtype={args.dtype}"]), out / "run")
-    finally:
-        worker_mod.Worker.finish_step = finish
+    recorded = record_run(args.model, args.dtype, args.design, args.rate, args.num_requests, out / "run")
 
     setup = runtime.prepare(args.model, None, device="cpu", dtype=args.dtype, block_size=16,
                             kv_cache_bytes=fidelity.KV_CACHE_BYTES, gpu_memory_utilization=0.9)

@@ -6,6 +6,7 @@ the latency ECDFs of both overlaid.
     python -m harness.fidelity [--model small_llama] [--rates 1,2,4] [--num-requests 60]
         [--designs unified,unified_chunked,disagg,semipd_static,semipd_slo_code]
         [--profile P.csv] [--profile-repeats 3] [--real-repeats 2] [--drift-anchors 1]
+        [--run-calibration 0|1]
         [--out results/fidelity] [--reuse-real]
 
 The real engine runs every point --real-repeats times, in passes over all points (odd
@@ -13,7 +14,9 @@ passes in reverse order). Without --profile the machine is profiled within the s
 measurement (engines/torch/profiler.py): a round of the grid before each pass and one
 after the last, merged by the median, so profile and real runs sample the same minutes
 of a machine whose speed drifts (10-20 % over minutes on a shared 2-core VM), and the
-error is the simulator's, not a machine difference. The simulator is compared with the
+error is the simulator's, not a machine difference. Each round also records two short real
+runs of other seeds (--run-calibration, CALIBRATION_*) whose steps the profile keeps as run
+rows: the profiled model's run factors (sim/profiled.py). The simulator is compared with the
 median real run; the report adds the real runs' own spread (max |run / median - 1|), the
 noise floor under any error. Writes REPORT.md, fidelity.csv and ecdf.png to --out.
 Real runs need the machine to themselves (2 cores): nothing else should run meanwhile.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -45,6 +49,12 @@ INSTANCES = {"disagg": 2}  # GPUs ("devices") per design: the rate per device ke
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
 STATS = ("mean", "p50", "p90", "p99")
 KV_CACHE_BYTES = 1 << 30  # the real executor's CPU default, given to both sides
+# Each profile round's calibration runs (--run-calibration 1): their steps become the
+# profile's run rows (sim/profiled.py); unified gives prefill-only steps, unified_chunked
+# mixed ones. Other seeds than the compared runs' (0): the simulator is fitted on the
+# profile only, never on the runs it is compared with.
+CALIBRATION_DESIGNS, CALIBRATION_RATE, CALIBRATION_REQUESTS, CALIBRATION_SEED = (
+    ("unified", "unified_chunked"), 2.0, 10, 1000)
 # Goals of issue 13 at the light and medium rates.
 MEAN_GOAL, P90_GOAL = 0.05, 0.10
 
@@ -54,9 +64,9 @@ def is_semipd(design: str) -> bool:
 
 
 def overrides(model: str, design: str, rate: float, num_requests: int, slo: str, executor: list[str],
-              checkpoint: str | None = None) -> list[str]:
+              checkpoint: str | None = None, seed: int = 0) -> list[str]:
     return [f"model={model}", *([f"model.checkpoint={checkpoint}"] if checkpoint else []), "hardware=cpu", "workload=synthetic", "workload.distribution=sharegpt_like",
-            f"workload.num_requests={num_requests}", "workload.seed=0", f"workload.rate={rate / INSTANCES.get(design, 1)}",
+            f"workload.num_requests={num_requests}", f"workload.seed={seed}", f"workload.rate={rate / INSTANCES.get(design, 1)}",
             f"slo={slo}", f"executor.kv_cache_bytes={KV_CACHE_BYTES}", "plots=false", "progress=false",
             *DESIGNS[design], *executor]
 
@@ -85,11 +95,32 @@ def compare(sim: dict[str, float], reals: list[dict[str, float]]) -> dict[str, f
     return row
 
 
+def add_run_rows(profile: Path, run_dir: Path, threads: int) -> int:
+    """Append a real run's steps (its steps.csv, as its driver recorded them) to a profile
+    CSV as `kind=run` rows (sim/profiled.py: the run factors); steps with more than one
+    prefill chunk are left out (a row holds one). Returns the number of rows added."""
+    from engines.torch.profiler import COLUMNS
+    steps = pd.read_csv(run_dir / "steps.csv")
+    prefill_seqs = steps["batch_size"] - steps["num_decode_tokens"]
+    steps = steps[prefill_seqs <= 1]
+    decodes = steps["num_decode_tokens"]
+    rows = pd.DataFrame({
+        "kind": "run", "omp_wait": "active", "threads": threads,
+        "prefill_seqs": (steps["num_prefill_tokens"] > 0).astype(int), "prefill_tokens": steps["num_prefill_tokens"],
+        "prefill_context": steps["prefill_context_tokens"], "decode_seqs": decodes,
+        "decode_context": (steps["decode_context_tokens"] / decodes.clip(lower=1)).round().astype(int),
+        "num_samples": steps["num_samples"], "median_s": steps["duration_s"], "min_s": steps["duration_s"],
+        "max_s": steps["duration_s"], "repeats": 1})[list(COLUMNS)]
+    with profile.open("a") as f:
+        rows.to_csv(f, header=False, index=False, float_format="%.6g")
+    return len(rows)
+
+
 def drift_scale(cost, model: str, checkpoint: str | None = None, dtype: str = "bfloat16") -> float:
     """The machine's speed now against the profile's: the median over the anchor steps
     (engines/torch/profiler.py ANCHORS) of their time now / the profiled cost model's."""
     from engines.torch.profiler import plan_for, time_anchors
-    ratios = [measured / cost.step_time_s(plan_for(shape)[0], 1.0)
+    ratios = [measured / cost.grid_step_time_s(plan_for(shape)[0], 1.0)
               for shape, measured in time_anchors(model, dtype=dtype, checkpoint=checkpoint)]
     return statistics.median(ratios)
 
@@ -203,6 +234,13 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
         rounds.append(profile_machine(model=args.model, out=str(out / "profile_rounds" / f"round{k}.csv"),
                                       checkpoint=args.checkpoint, repeats=args.profile_repeats, seed=k,
                                       dtype=args.dtype, log=lambda *_: None))
+        for i, design in enumerate(CALIBRATION_DESIGNS if args.run_calibration else ()):
+            # Short real runs of other seeds: their steps become the profile's run rows.
+            d = out / "profile_rounds" / f"run{k}_{design}"
+            one_run(overrides(args.model, design, CALIBRATION_RATE, CALIBRATION_REQUESTS, args.slo,
+                              ["executor=torch", f"executor.dtype={args.dtype}"], args.checkpoint,
+                              seed=CALIBRATION_SEED + 10 * k + i), d)
+            add_run_rows(rounds[-1], d, threads=len(os.sched_getaffinity(0)))
         if semipd:  # how semi-PD's two workers slow each other down (the `measured` contention model)
             contention_rounds.append(run_contention(model=args.model, dtype=args.dtype, repeats=args.profile_repeats,
                                                     out=str(out / "profile_rounds" / f"contention{k}.csv"),
@@ -292,6 +330,11 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--drift-anchors", type=int, default=0,
                     help="1: before each real run, re-time a few anchor steps and scale the profile by "
                          "the machine's speed now against when it was profiled (default 0: as profiled)")
+    ap.add_argument("--run-calibration", type=int, default=1, choices=(0, 1),
+                    help="1 (default): each profile round also records short real runs (unified and "
+                         f"unified_chunked, {CALIBRATION_REQUESTS} requests each at {CALIBRATION_RATE:g} req/s, "
+                         f"seeds from {CALIBRATION_SEED}) whose steps set the profiled model's run factors; "
+                         "0: the grid alone")
     ap.add_argument("--reuse-real", action="store_true",
                     help="take the real runs already in --out/runs (same options) instead of running them again")
     args = ap.parse_args(argv)

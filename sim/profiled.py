@@ -25,6 +25,17 @@ by the roofline share model, logged. Semi-PD's workers let their OpenMP threads 
 between parallel regions (their cores may overlap), which makes small steps up to twice
 as slow: their cost model reads the profile's `omp_wait=passive` rows, the others' the
 `active` ones.
+
+Run rows (`kind=run`, written by `harness.fidelity`'s profile rounds): the steps of a short
+real run, each with the time its driver recorded (plan to handled result). A real run's
+steps take longer than the same shapes timed back to back on an idle worker: the driver's
+scheduling, new token counts (oneDNN builds a primitive per new GEMM row count), KV blocks
+scattered over the pool (benchmarks/first_time_shapes.py, replay_steps.py, kv_layout.py).
+The grid does not time these; the run rows measure them together, as Vidur's CPU-overhead
+profiles do for vLLM's host work. Every prediction is multiplied by the median over the run
+rows of measured / predicted for its kind of step: prefill only, mixed (a prefill chunk and
+decodes), decode only (`run_factors`; 1 for a kind with fewer than MIN_RUN_ROWS run rows).
+The run rows are not in the fit.
 """
 from __future__ import annotations
 
@@ -48,6 +59,14 @@ FORMAT = "semipd-bench-profile/1"
 SHAPE_COLUMNS = ("kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
                  "decode_context", "num_samples")
 _COLUMNS = SHAPE_COLUMNS + ("median_s",)
+# Fewer run rows of a kind than this: no factor for it (1.0).
+MIN_RUN_ROWS = 5
+STEP_KINDS = ("prefill", "mixed", "decode")
+
+
+def step_kind(prefill_tokens: int, decode_seqs: int) -> str:
+    """prefill (prefill chunks only), mixed (a chunk and decodes) or decode (decodes only)."""
+    return ("mixed" if decode_seqs else "prefill") if prefill_tokens else "decode"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +173,8 @@ class ProfiledCostModel:
             if meta.get(field) != wanted:
                 raise ConfigError("executor.profile", f"a profile of {field} {wanted} (its '# {field}:' line)",
                                   f"{profile} ({field} {meta.get(field)!r})")
-        rows = rows[rows["omp_wait"] == omp_wait]
+        run_rows, grid_rows = rows[rows["kind"] == "run"], rows[rows["kind"] != "run"]
+        rows = grid_rows[grid_rows["omp_wait"] == omp_wait]
         if rows.empty:
             raise ConfigError("executor.profile", f"rows with omp_wait={omp_wait} (semi-PD's workers wait "
                               "passively, the others actively: profile with omp_wait=active,passive)", str(profile))
@@ -171,10 +191,41 @@ class ProfiledCostModel:
         self.rows = rows
         self.roofline = RooflineCostModel(model, hardware, share_model=share_model)
         self._warned: set[str] = set()
+        self.run_rows = run_rows[run_rows["omp_wait"] == omp_wait]
+        self.run_factors = self._run_factors(run_rows, grid_rows)
 
     # ----- prediction ---------------------------------------------------------------------
     def step_time_s(self, plan: StepPlan, share: float) -> float:
-        return self.scale * self._step_time_s(plan, share)
+        factor = self.run_factors[step_kind(plan.num_prefill_tokens, plan.num_decode_tokens)]
+        return self.scale * factor * self._step_time_s(plan, share)
+
+    def _run_factors(self, run_rows: pd.DataFrame, grid_rows: pd.DataFrame) -> dict[str, float]:
+        """Per step kind, the median over the run rows of measured / predicted by the fit of
+        the grid rows with the run's own thread count and OpenMP wait policy (so a passive
+        model's factor is the same as an active one's), or 1.0 with fewer than MIN_RUN_ROWS."""
+        factors = {kind: 1.0 for kind in STEP_KINDS}
+        if run_rows.empty:
+            return factors
+        ratios: dict[str, list[float]] = {kind: [] for kind in STEP_KINDS}
+        for (policy, threads), group in run_rows.groupby(["omp_wait", "threads"]):
+            same = grid_rows[(grid_rows["omp_wait"] == policy) & (grid_rows["threads"] == threads)]
+            if same.empty:
+                continue
+            fit = fit_rows(same, int(threads))
+            for _, r in group.iterrows():
+                predicted = self._predict(fit, _row_plan(r))
+                ratios[step_kind(r["prefill_tokens"], r["decode_seqs"])].append(r["median_s"] / predicted)
+        for kind, values in ratios.items():
+            if len(values) >= MIN_RUN_ROWS:
+                factors[kind] = float(np.median(values))
+        log.info("profiled cost model: %s run factors (from how many run rows): %s", self.profile,
+                 ", ".join(f"{k} {factors[k]:.3f} ({len(ratios[k])})" for k in STEP_KINDS))
+        return factors
+
+    def grid_step_time_s(self, plan: StepPlan, share: float) -> float:
+        """The grid's prediction alone: no run factor, no scale (a step timed as the profiler
+        times one, back to back on an idle worker)."""
+        return self._step_time_s(plan, share)
 
     def _step_time_s(self, plan: StepPlan, share: float) -> float:
         if not 0.0 < share <= 1.0:
@@ -241,31 +292,36 @@ class ProfiledCostModel:
 
     # ----- how well the profile is fitted ------------------------------------------------
     def fit_report(self) -> pd.DataFrame:
-        """Every profile row with its prediction and relative error; `used_in_fit` is
-        False for the mixed rows (the test of additivity)."""
+        """Every profile row with its prediction (the fit alone, no run factor) and relative
+        error; `used_in_fit` is False for the mixed rows (the test of additivity) and the run
+        rows."""
         out = []
-        for _, r in self.rows.iterrows():
+        for _, r in pd.concat([self.rows, self.run_rows]).iterrows():
+            fit = self.fits.get(int(r["threads"]))
+            if fit is None:
+                continue
             plan = _row_plan(r)
-            pred = self._predict(self.fits[int(r["threads"])], plan)
+            pred = self._predict(fit, plan)
             out.append({**r.to_dict(), "predicted_s": pred, "rel_error": pred / r["median_s"] - 1.0,
-                        "used_in_fit": r["kind"] != "mixed"})
+                        "used_in_fit": r["kind"] in ("prefill", "decode")})
         return pd.DataFrame(out)
 
 
 def shape_plan(prefill_tokens: int = 0, prefill_context: int = 0, decode_seqs: int = 0,
-               decode_context: int = 0) -> StepPlan:
+               decode_context: int = 0, prefill_samples: bool = False) -> StepPlan:
     """The profiler's step shape as a plan: `decode_seqs` decodes over `decode_context`
     tokens each and one prefill chunk of `prefill_tokens` over `prefill_context`, which
-    does not sample (engines/torch/profiler.py)."""
+    samples only if `prefill_samples` (the profiler's chunks do not, engines/torch/profiler.py;
+    a run row's last chunk of a prompt does)."""
     seqs = [ScheduledSeq(i, decode_context, 1, True, False, ()) for i in range(decode_seqs)]
     if prefill_tokens:
-        seqs.append(ScheduledSeq(decode_seqs, prefill_context, prefill_tokens, False, True, ()))
+        seqs.append(ScheduledSeq(decode_seqs, prefill_context, prefill_tokens, prefill_samples, True, ()))
     return StepPlan("shape", tuple(seqs), prefill_tokens, decode_seqs)
 
 
 def _row_plan(r) -> StepPlan:
     return shape_plan(int(r["prefill_tokens"]), int(r["prefill_context"]), int(r["decode_seqs"]),
-                      int(r["decode_context"]))
+                      int(r["decode_context"]), prefill_samples=int(r["num_samples"]) > int(r["decode_seqs"]))
 
 
 def median_abs_error(report: pd.DataFrame, used_in_fit: bool) -> float:

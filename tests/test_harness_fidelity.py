@@ -1,5 +1,7 @@
 """harness/fidelity.py: the error arithmetic, the report, bad arguments, and one small run
 of the whole loop (profile, real run, simulated run, report, figure)."""
+import json
+
 import pandas as pd
 import pytest
 
@@ -46,6 +48,8 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
                         ("DECODE_CONTEXTS", (64, 512)), ("MIXED", ()), ("WARM_UP_STEPS", 1)):
         monkeypatch.setattr(profiler, name, value)
     monkeypatch.setattr(fidelity, "KV_CACHE_BYTES", 64 << 20)
+    monkeypatch.setattr(fidelity, "CALIBRATION_DESIGNS", ("unified_chunked",))
+    monkeypatch.setattr(fidelity, "CALIBRATION_REQUESTS", 3)
     ckpt = tmp_path / "ckpt"
     out = tmp_path / "fid"
     assert fidelity.main(["--model", "tiny_llama", "--checkpoint", str(ckpt), "--designs", "unified_chunked",
@@ -53,14 +57,21 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
                           "--out", str(out)]) == 0
     # Two real passes, a profile round before each and one after, merged into the profile.
     prof = out / "profile_cpu_tiny_llama.csv"
-    assert sorted(p.name for p in (out / "profile_rounds").iterdir()) == ["round0.csv", "round1.csv", "round2.csv"]
+    assert sorted(p.name for p in (out / "profile_rounds").iterdir()) == [
+        "round0.csv", "round1.csv", "round2.csv", "run0_unified_chunked", "run1_unified_chunked",
+        "run2_unified_chunked"]
     assert "# rounds: 3" in prof.read_text()
+    # Each round's calibration run (another seed) is in the profile as run rows.
+    from sim.profiled import read_profile
+    calibration = json.loads((out / "profile_rounds" / "run1_unified_chunked" / "summary.json").read_text())
+    assert calibration["num_requests"] == 3 and "seed=1010" in (out / "profile_rounds" / "run1_unified_chunked" /
+                                                                 "config.yaml").read_text().replace(": ", "=")
+    assert (read_profile(prof)[1]["kind"] == "run").sum() > 3
     report = (out / "REPORT.md").read_text()
     assert "| unified_chunked | 4 |" in report and (out / "ecdf.png").stat().st_size > 0
     table = pd.read_csv(out / "fidelity.csv")
     assert table[[c for c in table.columns if c.startswith("err.")]].notna().all().all()
     # Wired right: one real run (torch) and one simulated run on the profile, same requests.
-    import json
     real = json.loads((out / "runs" / "unified_chunked_r4_real0" / "summary.json").read_text())
     assert (out / "runs" / "unified_chunked_r4_real1" / "summary.json").is_file()
     sim = json.loads((out / "runs" / "unified_chunked_r4_sim" / "summary.json").read_text())
@@ -90,3 +101,31 @@ def test_rounds_merge_by_the_median(tmp_path):
     assert meta["model"] == "m" and meta["rounds"].startswith("3 ")
     assert rows["median_s"].tolist() == pytest.approx([0.012, 0.024])
     assert rows["min_s"].tolist() == pytest.approx([0.010, 0.020]) and rows["repeats"].tolist() == [9, 9]
+
+
+def test_a_runs_steps_become_run_rows(tmp_path):
+    """add_run_rows: one row per step as its driver recorded it, decode context per sequence,
+    steps with two prefill chunks left out; the profiled model reads them as run rows."""
+    from sim.profiled import read_profile
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame([  # worker,start_s,duration_s,prefill,decode tokens,batch,share,prefill ctx,decode ctx,samples
+        ("mixed0", 0.0, 0.030, 67, 0, 1, 1, 0, 0, 1),      # a whole prompt: samples
+        ("mixed0", 0.1, 0.050, 300, 0, 2, 1, 0, 0, 2),     # two prompts in one step: left out
+        ("mixed0", 0.2, 0.040, 64, 3, 4, 1, 128, 1500, 3),  # a middle chunk and 3 decodes
+        ("mixed0", 0.3, 0.012, 0, 2, 2, 1, 0, 901, 2)],
+        columns=["worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens", "batch_size",
+                 "share", "prefill_context_tokens", "decode_context_tokens", "num_samples"]
+    ).to_csv(run / "steps.csv", index=False)
+    prof = tmp_path / "p.csv"
+    prof.write_text("# format: semipd-bench-profile/1\n# model: m\nkind,omp_wait,threads,prefill_seqs,prefill_tokens,"
+                    "prefill_context,decode_seqs,decode_context,num_samples,median_s,min_s,max_s,repeats\n"
+                    "decode,active,2,0,0,0,4,128,4,0.01,0.01,0.01,3\n")
+    assert fidelity.add_run_rows(prof, run, threads=2) == 3
+    rows = read_profile(prof)[1]
+    run_rows = rows[rows["kind"] == "run"]
+    assert run_rows[["prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs", "decode_context",
+                     "num_samples"]].values.tolist() == [[1, 67, 0, 0, 0, 1], [1, 64, 128, 3, 500, 3],
+                                                         [0, 0, 0, 2, 450, 2]]
+    assert run_rows["median_s"].tolist() == pytest.approx([0.030, 0.040, 0.012])
+    assert set(run_rows["omp_wait"]) == {"active"} and set(run_rows["threads"]) == {2}

@@ -35,6 +35,9 @@ def test_the_committed_limits_cover_every_design_and_metric():
             # 1.5x the worst |error| seen, rounded up to 5 % (README, "Fidelity gate").
             worst = cfg["aa_worst_abs_error"][design][metric]
             assert cfg["limits"][design][metric] == pytest.approx(math.ceil(1.5 * worst / 0.05 - 1e-9) * 0.05)
+    # The gate simulates as the fidelity report does: with the run factors of its profile rounds.
+    args = gate.gate_args(cfg, "out")
+    assert args[args.index("--run-calibration") + 1] == "1"
 
 
 @pytest.mark.parametrize("errors,code,gates", [

@@ -170,3 +170,57 @@ def test_profile_scale_multiplies_every_step(tmp_path):
     base, slow = ProfiledCostModel(path, MODEL, HW), ProfiledCostModel(path, MODEL, HW, scale=1.25)
     for step, share in ((plan(300, 100, (200,) * 5), 1.0), (plan(0, 0, (900,) * 3), 0.5)):
         assert slow.step_time_s(step, share) == pytest.approx(1.25 * base.step_time_s(step, share))
+
+
+RUN_FACTORS = {"prefill": 1.2, "mixed": 1.45, "decode": 1.1}
+
+
+def append_run_rows(path, factors=RUN_FACTORS, counts=(12, 12, 30), policy="active", threads=2, seed=0):
+    """Run rows (sim/profiled.py): steps of a 'real run', each the law x its kind's factor.
+    Prefill chunks do not sample here, as in the law (true_time)."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(counts[0]):
+        n, c = rng.choice((37, 150, 611)), rng.choice((0, 200))
+        lines.append((n, c, 0, 0, factors["prefill"]))
+    for _ in range(counts[1]):
+        lines.append((rng.choice((64, 256)), rng.choice((0, 300)), rng.choice((3, 9)), rng.choice((120, 700)),
+                      factors["mixed"]))
+    for _ in range(counts[2]):
+        lines.append((0, 0, rng.choice((1, 5, 12, 40)), rng.choice((60, 333, 1000)), factors["decode"]))
+    with path.open("a") as f:
+        for n, c, b, cd, factor in lines:
+            f.write(f"run,{policy},{threads},{int(n > 0)},{n},{c},{b},{cd},{b},"
+                    f"{true_time(n, c, b, cd, threads) * factor:.9g}\n")
+    return path
+
+
+def test_run_rows_set_a_factor_per_kind_of_step(tmp_path, caplog):
+    grid_only = ProfiledCostModel(write_profile(tmp_path / "g.csv"), MODEL, HW)
+    with caplog.at_level(logging.INFO, logger="sim.profiled"):
+        model = ProfiledCostModel(append_run_rows(write_profile(tmp_path / "p.csv")), MODEL, HW)
+    assert "run factors" in caplog.text and "mixed 1.4" in caplog.text
+    assert grid_only.run_factors == {"prefill": 1.0, "mixed": 1.0, "decode": 1.0}
+    assert model.fits == grid_only.fits  # the run rows are not in the fit
+    # The fit recovers the law within ~1 %, so each factor is the planted one within 2 %.
+    for kind, factor in RUN_FACTORS.items():
+        assert model.run_factors[kind] == pytest.approx(factor, rel=0.02), kind
+    for step, kind in ((plan(300, 0), "prefill"), (plan(100, 50, (400,) * 6), "mixed"), (plan(0, 0, (90, 800)), "decode")):
+        assert model.grid_step_time_s(step, 1.0) == grid_only.step_time_s(step, 1.0)
+        assert model.step_time_s(step, 1.0) == pytest.approx(model.run_factors[kind] * grid_only.step_time_s(step, 1.0))
+    report = model.fit_report()
+    assert (report["kind"] == "run").sum() == 54 and not report.loc[report["kind"] == "run", "used_in_fit"].any()
+
+
+def test_a_passive_model_takes_the_active_run_factors(tmp_path):
+    """The run rows are an active (unified) run: a semi-PD (passive) model measures them
+    against the active fit, so both get the same factors."""
+    path = append_run_rows(write_profile(tmp_path / "p.csv"))
+    active, passive = (ProfiledCostModel(path, MODEL, HW, omp_wait=w) for w in ("active", "passive"))
+    assert passive.run_factors == active.run_factors
+
+
+def test_a_kind_with_few_run_rows_keeps_factor_one(tmp_path):
+    model = ProfiledCostModel(append_run_rows(write_profile(tmp_path / "p.csv"), counts=(4, 12, 30)), MODEL, HW)
+    assert model.run_factors["prefill"] == 1.0
+    assert model.run_factors["mixed"] == pytest.approx(RUN_FACTORS["mixed"], rel=0.02)
