@@ -3,12 +3,13 @@ tables against the profiler's (engines/torch/profiler.py plan_for: each sequence
 contiguous and ascending).
 
     .venv/bin/python benchmarks/kv_layout.py [--model small_llama] [--dtype bfloat16]
-        [--design unified] [--rate 2] [--num-requests 40] [--steps 60] [--profile P] [--out results/kv_layout]
+        [--design unified] [--rate 2] [--num-requests 40] [--steps 60] [--profile P]
+        [--out results/kv_layout]
 
 1. A real run (executor=torch, harness.fidelity's workload) with every step's plan kept.
 2. On a fresh worker, `--steps` of its decode-only plans (evenly spaced over the run), each
-   timed (worker clock, median of 5, each after the profiler's two warm-up steps) in three layouts, interleaved
-   so the machine's drift hits all three alike:
+   timed (worker clock, median of 5, each after the profiler's two warm-up steps) in three
+   layouts, interleaved so the machine's drift hits all three alike:
    - `real`: the block tables the run's allocator gave (engines/blocks.py);
    - `contiguous`: the same sequences, each on ascending contiguous blocks (the profiler's);
    - `random`: each block a random one of the pool's.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import random
 import statistics
 import sys
@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 REPEATS = 5
+# Printed ratios of the per-plan times (layout.csv columns <name>_s).
+RATIOS = (("real", "contiguous"), ("random", "contiguous"), ("in_run", "real"), ("real", "predicted"),
+          ("in_run", "round_robin"), ("round_robin", "real"))
 
 
 def relaid(plan, blocks_of):
@@ -48,10 +51,8 @@ def one_step_s(ex, plan) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.replay_steps import record_run
-    from engines.torch import runtime
+    from benchmarks.replay_steps import fresh_worker, record_run
     from engines.torch.profiler import step_times
-    from harness import fidelity
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="small_llama")
     ap.add_argument("--dtype", default="bfloat16")
@@ -75,15 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         from sim.specs import get_hardware, get_model
         cost = ProfiledCostModel(args.profile, get_model(args.model), get_hardware("cpu"))
 
-    setup = runtime.prepare(args.model, None, device="cpu", dtype=args.dtype, block_size=16,
-                            kv_cache_bytes=fidelity.KV_CACHE_BYTES, gpu_memory_utilization=0.9)
-    num_blocks = setup.num_blocks
     rng = random.Random(0)
     rows = []
-    with runtime.ProcessRuntime(setup, block_size=16, temperature=0.0, seed=0,
-                                cores=sorted(os.sched_getaffinity(0))) as rt:
-        ex = rt.start("layout", role="unified", share_pct=100.0, instance=0, num_instances=1)
-        ex.wait_ready()
+    with fresh_worker(args.model, args.dtype, "layout") as (ex, num_blocks):
         for plan, in_run_s in chosen:
             nxt = iter(range(num_blocks))
             layouts = {"real": plan,
@@ -103,20 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             row["round_robin_s"] = statistics.median(p[i] for p in passes)
     df = pd.DataFrame(rows)
     df.to_csv(out / "layout.csv", index=False)
-    df["real/contiguous"] = df.real_s / df.contiguous_s
-    df["random/contiguous"] = df.random_s / df.contiguous_s
-    df["in run/real"] = df.in_run_s / df.real_s
-    df["real/predicted"] = df.real_s / df.predicted_s
-    df["in run/round robin"] = df.in_run_s / df.round_robin_s
-    df["round robin/real"] = df.round_robin_s / df.real_s
-    df["context bin"] = pd.qcut(df.context, 3, duplicates="drop")
+    ratios = {f"{a.replace('_', ' ')}/{b.replace('_', ' ')}": df[f"{a}_s"] / df[f"{b}_s"] for a, b in RATIOS}
+    df = df.assign(**ratios, context_bin=pd.qcut(df.context, 3, duplicates="drop"))
     print(f"{args.model} {args.dtype}, {args.design} at {args.rate:g} req/s: {len(df)} decode steps")
-    print(df.groupby("context bin", observed=True)[["batch", "real/contiguous", "random/contiguous", "in run/real", "real/predicted", "in run/round robin",
-                                                             "round robin/real"]]
-          .median().round(3).to_string())
-    print("all:", df[["real/contiguous", "random/contiguous", "in run/real", "real/predicted", "in run/round robin",
-                                                             "round robin/real"]].median().round(3)
-          .to_dict())
+    print(df.groupby("context_bin", observed=True)[["batch", *ratios]].median().round(3).to_string())
+    print("all:", df[list(ratios)].median().round(3).to_dict())
     return 0
 
 

@@ -18,6 +18,7 @@ the run or seen before) the medians of real / predicted and replay / replay3.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import statistics
@@ -54,9 +55,23 @@ def record_run(model: str, dtype: str, design: str, rate: float, num_requests: i
     return recorded
 
 
-def main(argv: list[str] | None = None) -> int:
+@contextlib.contextmanager
+def fresh_worker(model: str, dtype: str, name: str):
+    """(a worker process started as the profiler starts one, on all cores, over
+    harness.fidelity's KV pool; the number of blocks in that pool), stopped on exit."""
     from engines.torch import runtime
+    from engines.torch.profiler import BLOCK_SIZE
     from harness import fidelity
+    setup = runtime.prepare(model, None, device="cpu", dtype=dtype, block_size=BLOCK_SIZE,
+                            kv_cache_bytes=fidelity.KV_CACHE_BYTES, gpu_memory_utilization=0.9)
+    with runtime.ProcessRuntime(setup, block_size=BLOCK_SIZE, temperature=0.0, seed=0,
+                                cores=sorted(os.sched_getaffinity(0))) as rt:
+        ex = rt.start(name, role="unified", share_pct=100.0, instance=0, num_instances=1)
+        ex.wait_ready()
+        yield ex, setup.num_blocks
+
+
+def main(argv: list[str] | None = None) -> int:
     from sim.profiled import ProfiledCostModel
     from sim.specs import get_hardware, get_model
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -73,19 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 
     recorded = record_run(args.model, args.dtype, args.design, args.rate, args.num_requests, out / "run")
 
-    setup = runtime.prepare(args.model, None, device="cpu", dtype=args.dtype, block_size=16,
-                            kv_cache_bytes=fidelity.KV_CACHE_BYTES, gpu_memory_utilization=0.9)
-
     def timed(ex, plan) -> float:
         start = time.perf_counter()
         ex.submit(plan, 1.0)
         ex.collect()
         return time.perf_counter() - start
 
-    with runtime.ProcessRuntime(setup, block_size=16, temperature=0.0, seed=0,
-                                cores=sorted(os.sched_getaffinity(0))) as rt:
-        ex = rt.start("replay", role="unified", share_pct=100.0, instance=0, num_instances=1)
-        ex.wait_ready()
+    with fresh_worker(args.model, args.dtype, "replay") as (ex, _):
         for plan, _, _ in recorded[:WARM_UP_PLANS]:
             timed(ex, plan)
         replay = [timed(ex, plan) for plan, _, _ in recorded]
