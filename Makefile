@@ -10,7 +10,7 @@ bench: $(STAMP)
 	$(BIN)/python bench.py engine=semipd
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # Performance-regression gate. Simulated runs are deterministic: the fixed matrix
 # (benchmarks/regress_matrix.py) must reproduce results/baselines/sim.json exactly. Real-engine
@@ -67,7 +67,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,hf]'
+	$(BIN)/pip install -q -e '.[test,hf,serve]'
 	$(BIN)/python -m engines.torch.cpu_kernels   # build the C++ kernels (~15 s; optional)
 	touch $(STAMP)
 

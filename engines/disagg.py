@@ -26,7 +26,7 @@ from engines.config import EngineConfig
 from engines.engine import Engine
 from engines.loop import Loop
 from engines.plan import Executor, StepPlan, StepResult
-from engines.request import Request
+from engines.request import Request, Status
 from engines.scheduler import Scheduler, StepOutcome
 from engines.worker import Worker
 
@@ -137,6 +137,10 @@ class DisaggEngine(Engine):
         queue = self.swapped[dec.name]
         while queue:
             req = queue[0]
+            if req.abort_requested:  # its KV is in host memory only: nothing to free here
+                queue.popleft()
+                self._finish_aborted(req)
+                continue
             need = dec.pool.blocks_for_tokens(req.num_computed_tokens + 1)
             if not dec.pool.can_allocate(need):
                 return False
@@ -153,13 +157,22 @@ class DisaggEngine(Engine):
         del self._incoming[req.id]
         req.block_ids[:] = blocks
         dec.add_running(req)
+        if req.abort_requested:
+            dec.abort(req, self.loop.now_s)
+            self._done(req)
         self.kick()
 
     def _start_transfers(self) -> None:
         for dec in self.decoders:
+            queue = self.pending[dec.name]
+            for req in [r for r in queue if r.abort_requested]:  # client gone: free its prefill KV
+                queue.remove(req)
+                _, src_pool = self._held.pop(req.id)
+                src_pool.free(req.block_ids)
+                req.block_ids.clear()
+                self._finish_aborted(req)
             if not self._swap_in(dec):
                 continue  # swapped requests go first, as in DistServe's get_next_batch
-            queue = self.pending[dec.name]
             while queue:  # FCFS: the head blocks the rest, as in DistServe's decode admission
                 req = queue[0]
                 dst_blocks = dec.pool.blocks_for_tokens(req.num_computed_tokens + 1)
@@ -190,7 +203,14 @@ class DisaggEngine(Engine):
         src_pool.free(req.block_ids)  # only now: the prefill side kept the KV until it arrived
         req.block_ids[:] = dst_blocks
         dec.add_running(req)
+        if req.abort_requested:  # aborted while its KV was in flight
+            dec.abort(req, self.loop.now_s)
+            self._done(req)
         self.kick()
+
+    def _finish_aborted(self, req: Request) -> None:
+        req.status, req.finish_s, req.finish_reason = Status.FINISHED, self.loop.now_s, "abort"
+        self._done(req)
 
     def _requeue_for_prefill(self, req: Request) -> None:
         """A decode instance ran out of KV and dropped `req` (recompute-style; DistServe

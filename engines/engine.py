@@ -51,6 +51,20 @@ class Engine:
         sched.add_request(req)
         self.kick()
 
+    def abort(self, req: Request) -> None:
+        """Stop serving `req` (a server's client went away) and free its KV blocks: at once if
+        it is queued or between steps, when its step ends if one is computing it, when its KV
+        lands if it is in transfer (engines/disagg.py). It finishes with finish_reason "abort"."""
+        if req.status in (Status.FINISHED, Status.REJECTED):
+            return
+        req.abort_requested = True
+        for worker in self.workers:
+            if worker.scheduler.abort(req, self.loop.now_s):
+                break
+        if req.status is Status.FINISHED:
+            self._done(req)
+        self.kick()  # the freed blocks may admit others
+
     def _rejection_reason(self, req: Request, sched: Scheduler) -> str | None:
         total = req.prompt_len + req.output_len
         if total > self.max_model_len:

@@ -267,8 +267,9 @@ class InvariantChecker:
             _require(req.finish_s == req.arrival_s, f"request {rid} rejected at {req.finish_s}, not on arrival")
             return
         times = req.token_times_s
-        # Only a sampled stop (EOS) id ends a request before output_len; the simulator samples none.
-        stopped = getattr(req, "finish_reason", "length") == "stop"
+        # Only a sampled stop (EOS) id or an abort (a server's client left) ends a request
+        # before output_len; the simulator samples none and aborts none.
+        stopped = getattr(req, "finish_reason", "length") in ("stop", "abort")
         expected = req.num_output_tokens if stopped and req.num_output_tokens <= req.output_len else req.output_len
         _require(req.num_output_tokens == expected == tally.samples == len(times) > 0,
                  f"request {rid}: {req.num_output_tokens} output tokens, output_len {req.output_len}, "

@@ -26,6 +26,7 @@ class ScheduledSeq:
     is_prefill: bool
     block_ids: Sequence[int]             # the request's block table (read-only view)
     token_ids: Sequence[int] | None = None  # ids of the new tokens (real executors only)
+    temperature: float | None = None     # the request's sampling temperature; None: the executor's
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,10 @@ class Request:
     # Sampled ids that end the request early: the model's EOS ids unless the run ignores
     # EOS (vLLM's SamplingParams.ignore_eos). Empty: it runs to output_len.
     stop_token_ids: frozenset[int] = frozenset()
-    finish_reason: str = ""  # once FINISHED: "length" (output_len reached) or "stop" (a stop id)
+    finish_reason: str = ""  # once FINISHED: "length", "stop" (a stop id) or "abort" (Engine.abort)
+    # Sampling temperature of this request (a server's per-request option); None: the executor's.
+    temperature: float | None = None
+    abort_requested: bool = False  # Engine.abort: finish it at the next safe point
 
     @classmethod
     def from_spec(cls, spec: RequestSpec) -> "Request":

@@ -234,7 +234,7 @@ class Scheduler:
                 num_decode += n
             ids = req.token_ids[ctx:ctx + n] if req.token_ids is not None else None
             seqs.append(ScheduledSeq(req.id, ctx, n, ctx + n == req.num_tokens, is_prefill,
-                                     req.block_ids, ids))
+                                     req.block_ids, ids, req.temperature))
         self._inflight = [req for req, _ in scheduled]
         return StepPlan(self.name, tuple(seqs), num_prefill, num_decode)
 
@@ -246,10 +246,16 @@ class Scheduler:
         k = 0
         for seq, req in zip(plan.seqs, self._inflight):
             req.num_computed_tokens += seq.num_new_tokens
+            token = None
+            if seq.samples:  # the k-th sampled token is this seq's, whatever happens to it
+                token = tokens[k] if tokens is not None else None
+                k += 1
+            if req.abort_requested:  # its client went away while the step ran: drop the token
+                self._finish(req, now_s, "abort")
+                outcome.finished.append(req)
+                continue
             if not seq.samples:
                 continue
-            token = tokens[k] if tokens is not None else None
-            k += 1
             if req.append_output_token(token, now_s):  # output_len reached, or a stop (EOS) id
                 self._finish(req, now_s)
                 outcome.finished.append(req)
@@ -263,8 +269,30 @@ class Scheduler:
             self.running = [r for r in self.running if r.status is Status.RUNNING]
         return outcome
 
-    def _finish(self, req: Request, now_s: float) -> None:
+    def abort(self, req: Request, now_s: float) -> bool:
+        """Finish `req` as aborted (finish_reason "abort") and free its blocks, if it is queued
+        or running here between steps; a request in the step being computed is finished when
+        the step ends (`update`). False if this scheduler does not hold it."""
+        req.abort_requested = True
+        if req in self._inflight:
+            return True
+        if req in self.waiting:
+            self.waiting.remove(req)
+        elif req in self.running:
+            self.running.remove(req)
+        else:
+            return False
+        self._finish(req, now_s, "abort")
+        return True
+
+    def _finish(self, req: Request, now_s: float, reason: str | None = None) -> None:
         self.pool.free(req.block_ids)
         req.block_ids.clear()
         req.status = Status.FINISHED
         req.finish_s = now_s
+        if reason is not None:
+            req.finish_reason = reason
+            if self.sglang is not None:  # an aborted request leaves the policy's state too
+                self.sglang.on_finished()
+                if self.sglang.chunked is req:
+                    self.sglang.chunked = None

@@ -12,7 +12,8 @@ from sim.share_model import SHARE_MODELS
 from sim.specs import HARDWARE, MODELS
 from workloads.config import WorkloadConfig
 
-EXECUTORS = ("sim", "torch")
+EXECUTORS = ("sim", "torch", "http")
+HTTP_APIS = ("completions", "chat")
 COST_MODELS = ("roofline", "profiled")
 TPOT_DEFINITIONS = ("vllm", "per_output_token")
 RATE_UNITS = ("gpu", "instance")
@@ -73,6 +74,15 @@ class ExecutorConfig:
     # process's threads; standby = start a new process on the new cores and hand over at
     # an iteration boundary (the paper's). GPUs always use standby (MPS is per process).
     share_switch: str = "inplace"
+    # http (harness/http_run.py): an OpenAI-compatible server at `url`, requests naming
+    # `model` (None: the only one it lists) through the completions or chat API.
+    url: str | None = None
+    model: str | None = None
+    api: str = "completions"
+    max_concurrency: int | None = None  # http: requests in flight at most (None: no cap)
+    request_timeout_s: float = 600.0    # http: a request taking longer is recorded as failed
+    return_token_ids: bool = True       # http: ask for each chunk's token ids
+    label: str | None = None            # http: engine_label; None = http:<model>
 
     def validate(self) -> None:
         check_choice("executor.name", self.name, EXECUTORS)
@@ -92,6 +102,12 @@ class ExecutorConfig:
         check_choice("executor.attention", self.attention, ATTENTION_BACKENDS)
         check_choice("executor.runtime", self.runtime, RUNTIMES)
         check_choice("executor.share_switch", self.share_switch, SHARE_SWITCHES)
+        check_choice("executor.api", self.api, HTTP_APIS)
+        check_int("executor.max_concurrency", self.max_concurrency, 1, optional=True)
+        check_number("executor.request_timeout_s", self.request_timeout_s, 0.0, lo_open=True)
+        if self.name == "http" and (not isinstance(self.url, str)
+                                    or not re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.url)):
+            raise ConfigError("executor.url", "the server's base URL, e.g. http://127.0.0.1:8000", self.url)
 
 
 @dataclass
@@ -139,6 +155,8 @@ class RunConfig:
         check_choice("rate_unit", self.rate_unit, RATE_UNITS)
         if self.executor.name == "sim":
             self._validate_sim_specs()
+        if self.executor.name == "http" and self.engine.design == "cluster":
+            raise ConfigError("engine", "a single design with executor=http (the server is the engine)", "cluster")
 
     def _validate_sim_specs(self) -> None:
         """The simulator's model and hardware exist and the parallel layout splits the model

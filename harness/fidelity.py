@@ -14,7 +14,7 @@ passes in reverse order). Without --profile the machine is profiled within the s
 measurement (engines/torch/profiler.py): a round of the grid before each pass and one
 after the last, merged by the median, so profile and real runs sample the same minutes
 of a machine whose speed drifts (10-20 % over minutes on a shared 2-core VM), and the
-error is the simulator's, not a machine difference. Each round also records two short real
+error is the simulator's, not a machine difference. Each round also records short real
 runs of other seeds (--run-calibration, CALIBRATION_*) whose steps the profile keeps as run
 rows: the profiled model's run factors (sim/profiled.py). The simulator is compared with the
 median real run; the report adds the real runs' own spread (max |run / median - 1|), the
@@ -51,12 +51,20 @@ STATS = ("mean", "p50", "p90", "p99")
 KV_CACHE_BYTES = 1 << 30  # the real executor's CPU default, given to both sides
 # Each profile round's calibration runs (--run-calibration 1): their steps become the
 # profile's run rows (sim/profiled.py); unified gives prefill-only steps, unified_chunked
-# mixed ones. Other seeds than the compared runs' (0): the simulator is fitted on the
-# profile only, never on the runs it is compared with.
+# mixed ones, and disagg (when compared) the steps of instances on a share of the cores that
+# run next to each other (their own thread count's run factors). Other seeds than the
+# compared runs' (0): the simulator is fitted on the profile only, never on the runs it is
+# compared with.
 CALIBRATION_DESIGNS, CALIBRATION_RATE, CALIBRATION_REQUESTS, CALIBRATION_SEED = (
-    ("unified", "unified_chunked"), 2.0, 10, 1000)
+    ("unified", "unified_chunked", "disagg"), 2.0, 10, 1000)
 # Goals of issue 13 at the light and medium rates.
 MEAN_GOAL, P90_GOAL = 0.05, 0.10
+
+
+def calibration_designs(designs: list[str]) -> tuple[str, ...]:
+    """The calibration runs for these compared designs: unified and unified_chunked always,
+    disagg only when disagg is compared (its instances' thread count has no other use)."""
+    return tuple(d for d in CALIBRATION_DESIGNS if d in ("unified", "unified_chunked") or d in designs)
 
 
 def is_semipd(design: str) -> bool:
@@ -234,13 +242,14 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
         rounds.append(profile_machine(model=args.model, out=str(out / "profile_rounds" / f"round{k}.csv"),
                                       checkpoint=args.checkpoint, repeats=args.profile_repeats, seed=k,
                                       dtype=args.dtype, log=lambda *_: None))
-        for i, design in enumerate(CALIBRATION_DESIGNS if args.run_calibration else ()):
+        for i, design in enumerate(calibration_designs(designs) if args.run_calibration else ()):
             # Short real runs of other seeds: their steps become the profile's run rows.
             d = out / "profile_rounds" / f"run{k}_{design}"
             one_run(overrides(args.model, design, CALIBRATION_RATE, CALIBRATION_REQUESTS, args.slo,
                               ["executor=torch", f"executor.dtype={args.dtype}"], args.checkpoint,
                               seed=CALIBRATION_SEED + 10 * k + i), d)
-            add_run_rows(rounds[-1], d, threads=len(os.sched_getaffinity(0)))
+            # The real runtime gives each instance an equal part of the cores.
+            add_run_rows(rounds[-1], d, threads=max(1, len(os.sched_getaffinity(0)) // INSTANCES.get(design, 1)))
         if semipd:  # how semi-PD's two workers slow each other down (the `measured` contention model)
             contention_rounds.append(run_contention(model=args.model, dtype=args.dtype, repeats=args.profile_repeats,
                                                     out=str(out / "profile_rounds" / f"contention{k}.csv"),
@@ -331,8 +340,9 @@ def parse_args(argv: list[str] | None):
                     help="1: before each real run, re-time a few anchor steps and scale the profile by "
                          "the machine's speed now against when it was profiled (default 0: as profiled)")
     ap.add_argument("--run-calibration", type=int, default=1, choices=(0, 1),
-                    help="1 (default): each profile round also records short real runs (unified and "
-                         f"unified_chunked, {CALIBRATION_REQUESTS} requests each at {CALIBRATION_RATE:g} req/s, "
+                    help="1 (default): each profile round also records short real runs (unified, "
+                         "unified_chunked and, when compared, disagg; "
+                         f"{CALIBRATION_REQUESTS} requests each at {CALIBRATION_RATE:g} req/s, "
                          f"seeds from {CALIBRATION_SEED}) whose steps set the profiled model's run factors; "
                          "0: the grid alone")
     ap.add_argument("--reuse-real", action="store_true",

@@ -49,6 +49,9 @@ class RunResult:
 def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> RunResult:
     """Run `cfg`, write the run directory (the result-file contract) and return what it produced."""
     cfg.validate()
+    if cfg.executor.name == "http":  # an external server is the engine
+        from harness.http_run import run_http
+        return run_http(cfg, Path(run_dir), config_yaml or _yaml(cfg))
     loop = VirtualLoop() if cfg.executor.name == "sim" else WallClockLoop()
     engine = build_engine(cfg, loop)
     try:

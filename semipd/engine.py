@@ -31,6 +31,7 @@ from engines.config import EngineConfig
 from engines.engine import Engine
 from engines.loop import Loop
 from engines.plan import Executor, StepPlan, StepResult
+from engines.request import Request
 from engines.scheduler import Scheduler, StepOutcome
 from engines.worker import Worker
 from semipd.controller import SLO, Decision, make_controller
@@ -111,7 +112,8 @@ class SemiPDEngine(Engine):
                                          prefill_switching)
         else:
             for req in outcome.finished:
-                self.window.add_tpot(self._busy_s[req.id] / len(req.token_times_s), prefill_switching)
+                if req.finish_reason != "abort":  # a client that went away says nothing of TPOT
+                    self.window.add_tpot(self._busy_s[req.id] / len(req.token_times_s), prefill_switching)
         for req in outcome.finished:
             self._busy_s.pop(req.id, None)
             self._done(req)
@@ -119,6 +121,10 @@ class SemiPDEngine(Engine):
         if worker is self.devices[worker.device].decode:
             self._maybe_replan()
         self.kick()
+
+    def _done(self, req: Request) -> None:
+        self._busy_s.pop(req.id, None)  # also for a request aborted between steps (Engine.abort)
+        super()._done(req)
 
     def _prefill_switching(self) -> bool:
         return any(dev.prefill.name in dev.pending for dev in self.devices)

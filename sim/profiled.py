@@ -35,7 +35,10 @@ The grid does not time these; the run rows measure them together, as Vidur's CPU
 profiles do for vLLM's host work. Every prediction is multiplied by the median over the run
 rows of measured / predicted for its kind of step: prefill only, mixed (a prefill chunk and
 decodes), decode only (`run_factors`; 1 for a kind with fewer than MIN_RUN_ROWS run rows).
-The run rows are not in the fit.
+Run rows of a thread count (a disaggregated run's instances each run on one core of two,
+and slow each other down through the shared cache and memory, sim/contention_check.py) give
+the steps on that many threads their own factors (`thread_run_factors`); the other thread
+counts take the factors of all run rows. The run rows are not in the fit.
 """
 from __future__ import annotations
 
@@ -192,21 +195,25 @@ class ProfiledCostModel:
         self.roofline = RooflineCostModel(model, hardware, share_model=share_model)
         self._warned: set[str] = set()
         self.run_rows = run_rows[run_rows["omp_wait"] == omp_wait]
-        self.run_factors = self._run_factors(run_rows, grid_rows)
+        self.run_factors, self.thread_run_factors = self._run_factors(run_rows, grid_rows)
 
     # ----- prediction ---------------------------------------------------------------------
     def step_time_s(self, plan: StepPlan, share: float) -> float:
-        factor = self.run_factors[step_kind(plan.num_prefill_tokens, plan.num_decode_tokens)]
+        kind = step_kind(plan.num_prefill_tokens, plan.num_decode_tokens)
+        threads = self._threads(share)
+        factor = self.thread_run_factors.get(threads, {}).get(kind, self.run_factors[kind])
         return self.scale * factor * self._step_time_s(plan, share)
 
-    def _run_factors(self, run_rows: pd.DataFrame, grid_rows: pd.DataFrame) -> dict[str, float]:
+    def _run_factors(self, run_rows: pd.DataFrame, grid_rows: pd.DataFrame
+                     ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         """Per step kind, the median over the run rows of measured / predicted by the fit of
         the grid rows with the run's own thread count and OpenMP wait policy (so a passive
-        model's factor is the same as an active one's), or 1.0 with fewer than MIN_RUN_ROWS."""
+        model's factor is the same as an active one's), or 1.0 with fewer than MIN_RUN_ROWS;
+        and per thread count, the kinds with MIN_RUN_ROWS run rows of that many threads."""
         factors = {kind: 1.0 for kind in STEP_KINDS}
         if run_rows.empty:
-            return factors
-        ratios: dict[str, list[float]] = {kind: [] for kind in STEP_KINDS}
+            return factors, {}
+        ratios: dict[tuple[int, str], list[float]] = {}
         for (policy, threads), group in run_rows.groupby(["omp_wait", "threads"]):
             same = grid_rows[(grid_rows["omp_wait"] == policy) & (grid_rows["threads"] == threads)]
             if same.empty:
@@ -214,13 +221,23 @@ class ProfiledCostModel:
             fit = fit_rows(same, int(threads))
             for _, r in group.iterrows():
                 predicted = self._predict(fit, _row_plan(r))
-                ratios[step_kind(r["prefill_tokens"], r["decode_seqs"])].append(r["median_s"] / predicted)
-        for kind, values in ratios.items():
+                key = (int(threads), step_kind(r["prefill_tokens"], r["decode_seqs"]))
+                ratios.setdefault(key, []).append(r["median_s"] / predicted)
+        pooled = {kind: [v for (_, k), values in ratios.items() if k == kind for v in values] for kind in STEP_KINDS}
+        for kind, values in pooled.items():
             if len(values) >= MIN_RUN_ROWS:
                 factors[kind] = float(np.median(values))
-        log.info("profiled cost model: %s run factors (from how many run rows): %s", self.profile,
-                 ", ".join(f"{k} {factors[k]:.3f} ({len(ratios[k])})" for k in STEP_KINDS))
-        return factors
+        per_threads: dict[int, dict[str, float]] = {}
+        if len({t for t, _ in ratios}) > 1:  # one thread count: its factors are the pooled ones
+            for (threads, kind), values in ratios.items():
+                if len(values) >= MIN_RUN_ROWS:
+                    per_threads.setdefault(threads, {})[kind] = float(np.median(values))
+        log.info("profiled cost model: %s run factors (from how many run rows): %s%s", self.profile,
+                 ", ".join(f"{k} {factors[k]:.3f} ({len(pooled[k])})" for k in STEP_KINDS),
+                 "".join(f"; on {t} threads: " + ", ".join(f"{k} {f:.3f} ({len(ratios[(t, k)])})"
+                                                          for k, f in kinds.items())
+                         for t, kinds in sorted(per_threads.items())))
+        return factors, per_threads
 
     def grid_step_time_s(self, plan: StepPlan, share: float) -> float:
         """The grid's prediction alone: no run factor, no scale (a step timed as the profiler
@@ -228,9 +245,7 @@ class ProfiledCostModel:
         return self._step_time_s(plan, share)
 
     def _step_time_s(self, plan: StepPlan, share: float) -> float:
-        if not 0.0 < share <= 1.0:
-            raise ValueError(f"share must be in (0, 1], got {share}")
-        threads = num_cores_for_share(100.0 * share, self.max_threads)
+        threads = self._threads(share)
         fit = self.fits.get(threads)
         if fit is None:  # no rows at that many threads: the full fit, scaled as the roofline scales
             self._note("share", f"{self.profile} has no rows at {threads} threads (share {share:.2f}); "
@@ -239,6 +254,11 @@ class ProfiledCostModel:
             return self._predict(full, plan) * (self.roofline.step_time_s(plan, share)
                                                 / self.roofline.step_time_s(plan, 1.0))
         return self._predict(fit, plan)
+
+    def _threads(self, share: float) -> int:
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        return num_cores_for_share(100.0 * share, self.max_threads)
 
     def resource_demands_s(self, plan: StepPlan) -> tuple[float, float]:
         compute, memory = self.roofline.resource_demands_s(plan)

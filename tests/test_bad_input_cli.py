@@ -173,7 +173,7 @@ def test_every_semipd_field_is_range_checked(field, bad):
 
 @pytest.mark.parametrize("field,bad", [
     ("num_threads", [0, -2]), ("device", ["gpu", "cuda:x", "CPU"]), ("dtype", ["int3"]),
-    ("temperature", [-0.5, float("nan")]), ("kv_cache_bytes", [0]), ("name", ["http"]),
+    ("temperature", [-0.5, float("nan")]), ("kv_cache_bytes", [0]), ("name", ["grpc"]),
     ("attention", ["flash", ""]),
 ])
 def test_executor_fields_are_checked(field, bad):

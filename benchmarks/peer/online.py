@@ -113,6 +113,23 @@ class VllmServer:
                 except subprocess.TimeoutExpired:
                     continue
         self._log_f.close()
+        remove_dead_omp_files()
+
+
+def remove_dead_omp_files() -> None:
+    """Intel OpenMP (LD_PRELOADed into vLLM) registers each process in
+    /dev/shm/__KMP_REGISTERED_LIB_<pid>_<uid> and leaves the file behind when the process is
+    killed: remove those of processes that no longer exist."""
+    for f in Path("/dev/shm").glob("__KMP_REGISTERED_LIB_*"):
+        try:
+            pid = int(f.name.split("_")[5])
+            os.kill(pid, 0)
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except PermissionError:
+            continue
 
 
 def to_requests(specs, results) -> list[Request]:

@@ -140,7 +140,9 @@ class TorchExecutor:
             rows, keys = _sample_rows(plan.seqs, ordered)
             logits = self.model(input_ids, meta, self.kv_cache, self.attention,
                                 torch.tensor(rows, dtype=torch.long, device=self.device), self.ops)
-            tokens = self._sample(logits, keys).tolist()
+            temperatures = [self.sampling.temperature if s.temperature is None else s.temperature
+                            for s in plan.seqs if s.samples]
+            tokens = self._sample(logits, keys, temperatures).tolist()
         return StepResult(time.perf_counter() - start, tuple(tokens))
 
     def _input_ids(self, ordered: Sequence[ScheduledSeq], positions: torch.Tensor):
@@ -164,18 +166,28 @@ class TorchExecutor:
             raise ValueError(f"token id out of range [0, {vocab})")
         return flat
 
-    def _sample(self, logits: torch.Tensor, keys: list[tuple[int, int]]) -> torch.Tensor:
-        if self.sampling.temperature <= 0:
+    def _sample(self, logits: torch.Tensor, keys: list[tuple[int, int]], temperatures: list[float]) -> torch.Tensor:
+        """Each row greedy at temperature 0, else sampled at its own temperature."""
+        hot = [i for i, t in enumerate(temperatures) if t > 0]
+        if not hot:
             return greedy(logits)
-        probs = torch.softmax(logits.float() / self.sampling.temperature, dim=-1)
+        rows = torch.tensor(hot, device=logits.device)
+        scale = torch.tensor([temperatures[i] for i in hot], device=logits.device).unsqueeze(1)
+        probs = torch.softmax(logits[rows].float() / scale, dim=-1)
         # Exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p; E comes
         # from a generator keyed by the token's identity, not by the batch it ran in.
         noise = torch.empty_like(probs)
         gen = torch.Generator(device=probs.device)
-        for row, (rid, pos) in enumerate(keys):
+        for row, i in enumerate(hot):
+            rid, pos = keys[i]
             gen.manual_seed(_mix(self.sampling.seed, rid, pos))
             noise[row].exponential_(generator=gen)
-        return (probs / noise).argmax(dim=-1)
+        sampled = (probs / noise).argmax(dim=-1)
+        if len(hot) == len(temperatures):
+            return sampled
+        tokens = greedy(logits)
+        tokens[rows] = sampled.to(tokens.dtype)
+        return tokens
 
 
 def greedy(logits: torch.Tensor, chunk: int = 128) -> torch.Tensor:
