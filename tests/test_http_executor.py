@@ -21,6 +21,10 @@ from engines.request import Request, Status  # noqa: E402
 from harness import http_run  # noqa: E402
 from harness.run import run  # noqa: E402
 from serve.launch import ServerProcess  # noqa: E402
+
+# Servers and their worker processes load both cores: never beside the tests with a timed
+# exit (tests/test_torch_procs.py), which share this xdist group (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("bounded_exit")
 from tests.test_bench import cfg_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,6 +13,10 @@ pytest.importorskip("uvicorn")
 
 from serve.launch import ServerProcess, wait_until  # noqa: E402
 
+# Servers and their worker processes load both cores: never beside the tests with a timed
+# exit (tests/test_torch_procs.py), which share this xdist group (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("bounded_exit")
+
 MAX_PENDING = 4
 COMMON = ["executor=torch", "model=tiny_llama", "executor.kv_cache_bytes=33554432", "executor.dtype=float32"]
 
@@ -160,7 +164,6 @@ def test_every_real_design_serves(tmp_path, engine):
     assert s.proc.returncode == 0, s.output()[-3000:]
 
 
-@pytest.mark.xdist_group("bounded_exit")  # saturates both cores for ~20 s: not beside timed exits
 def test_a_short_load_with_disconnects_leaves_the_server_clean(tmp_path):
     """benchmarks/serve_load.py for 15 s (the benchmark runs it for 5 minutes): above capacity,
     a third of the clients leaving at random points; every check of that benchmark holds."""

@@ -152,7 +152,7 @@ def _serve_then(tmp_path, checkpoint, interrupt):
             proc.communicate()
 
 
-@pytest.mark.xdist_group("bounded_exit")  # never beside the serve load test: an exit bound
+@pytest.mark.xdist_group("bounded_exit")  # an exit bound: never beside a server (tests/test_serve.py)
 def test_a_killed_worker_fails_the_run_naming_it_and_leaves_nothing_behind(checkpoint, tmp_path):
     shm_before = set(os.listdir("/dev/shm"))
     code, stderr, exit_s, workers = _serve_then(tmp_path, checkpoint,
@@ -167,7 +167,7 @@ def test_a_killed_worker_fails_the_run_naming_it_and_leaves_nothing_behind(check
     assert set(os.listdir("/dev/shm")) <= shm_before
 
 
-@pytest.mark.xdist_group("bounded_exit")  # never beside the serve load test: an exit bound
+@pytest.mark.xdist_group("bounded_exit")  # an exit bound: never beside a server (tests/test_serve.py)
 def test_ctrl_c_stops_the_run_keeps_results_and_reaps_every_worker(checkpoint, tmp_path):
     shm_before = set(os.listdir("/dev/shm"))
     # Ctrl-C in a terminal signals the whole foreground process group: driver and workers.
