@@ -28,6 +28,7 @@ import json
 import os
 import random
 import statistics
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def tree_rss_bytes(pid: int) -> int:
 
 
 async def client(http: httpx.AsyncClient, model: str, rng: random.Random, disconnect_share: float,
-                 timeout_s: float, counts: dict[str, int]) -> None:
+                 timeout_s: float, counts: Counter) -> None:
     prompt = [rng.randrange(100, 120000) for _ in range(rng.randint(16, 512))]
     body = {"model": model, "prompt": prompt, "max_tokens": rng.randint(8, 256), "temperature": 0,
             "stream": True, "ignore_eos": True}
@@ -121,8 +122,7 @@ async def client(http: httpx.AsyncClient, model: str, rng: random.Random, discon
 async def load(url: str, model: str, *, duration_s: float, rate: float, max_requests: int,
                disconnect_share: float, timeout_s: float, seed: int, sample) -> dict[str, int]:
     rng = random.Random(seed)
-    counts: dict[str, int] = {k: 0 for k in ("sent", "completed", "left_before_reply", "left_mid_stream")}
-    counts = _DefaultCounts(counts)
+    counts = Counter({k: 0 for k in ("sent", "completed", "left_before_reply", "left_mid_stream")})
     limits = httpx.Limits(max_connections=4096, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(timeout_s, connect=30.0), limits=limits) as http:
         tasks, start, next_sample = [], time.monotonic(), 0.0
@@ -135,11 +135,6 @@ async def load(url: str, model: str, *, duration_s: float, rate: float, max_requ
                 next_sample += SAMPLE_EVERY_S
         await asyncio.gather(*tasks)
     return dict(counts)
-
-
-class _DefaultCounts(dict):
-    def __missing__(self, key):
-        return 0
 
 
 def run_load(args, log=print) -> dict:

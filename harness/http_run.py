@@ -207,14 +207,6 @@ async def drive(opts: HttpOptions, requests: list[Request], texts: list[str | No
         return wall_s
 
 
-def random_prompt_ids(requests: list[Request], vocab_size: int, seed: int) -> None:
-    """Prompt ids for requests without them (synthetic workloads): seeded, ordinary tokens only."""
-    rng = np.random.default_rng(seed)
-    for req in requests:
-        if req.token_ids is None or (req.token_ids and max(req.token_ids) >= vocab_size):
-            req.token_ids = rng.integers(0, vocab_size, req.prompt_len).tolist()
-
-
 def stopped_early(requests: list[Request]) -> int:
     """Finished requests that ended before their output_len (ignore_eos not honoured)."""
     return sum(r.status is Status.FINISHED and r.num_output_tokens < r.output_len for r in requests)
@@ -224,7 +216,7 @@ def run_http(cfg, run_dir: Path, config_yaml: str):
     """harness.run.run for executor=http: workload -> server -> the run directory."""
     import dataclasses
 
-    from harness.run import RunResult
+    from harness.run import RunResult, give_token_ids
     from harness.versions import versions
     import pandas as pd
 
@@ -244,7 +236,8 @@ def run_http(cfg, run_dir: Path, config_yaml: str):
     workload = build_workload(dataclasses.replace(cfg.workload, keep_token_ids=True), num_gpus=1)
     requests = [Request.from_spec(s) for s in workload.specs]
     tokenizer = load_tokenizer(cfg.workload.tokenizer)
-    random_prompt_ids(requests, tokenizer.get_vocab_size(with_added_tokens=False), cfg.workload.seed)
+    # Ordinary tokens only (no special ids): the server may treat those differently.
+    give_token_ids(requests, tokenizer.get_vocab_size(with_added_tokens=False), cfg.workload.seed)
     texts = [tokenizer.decode(r.token_ids) if ex.api == "chat" else None for r in requests]
     opts = HttpOptions(ex.url, model, ex.api, ex.temperature, ex.ignore_eos, ex.max_concurrency,
                        ex.request_timeout_s, ex.return_token_ids)

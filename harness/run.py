@@ -65,7 +65,7 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
     log.info("workload: %s", workload.source_used)
     requests = [Request.from_spec(s) for s in workload.specs]
     if cfg.executor.name != "sim":
-        _give_token_ids(requests, engine.vocab_size, cfg.workload.seed)
+        give_token_ids(requests, engine.vocab_size, cfg.workload.seed)
     _set_stop_tokens(cfg, engine, requests)
     for req in requests:
         loop.at(req.arrival_s, partial(engine.submit, req))
@@ -134,7 +134,7 @@ def _shape(eng) -> str:
     return one(eng.design, eng.num_instances, eng.num_prefill, eng.num_decode)
 
 
-def _give_token_ids(requests: list[Request], vocab_size: int, seed: int) -> None:
+def give_token_ids(requests: list[Request], vocab_size: int, seed: int) -> None:
     """A real model needs prompt ids: keep the workload's (if it kept them and they fit the
     vocabulary), else draw seeded random ids, so sampled tokens are fed back as in a server."""
     rng = np.random.default_rng(seed)

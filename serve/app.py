@@ -95,9 +95,7 @@ def create_app(service: EngineService, tokenizer: Tokenizer, settings: ServeConf
         stream = Stream(prompt_ids, max_tokens, body.temperature, body.ignore_eos)
         try:
             service.submit(stream)
-        except Overloaded as err:
-            raise ServeError(503, str(err)) from None
-        except RuntimeError as err:
+        except (Overloaded, RuntimeError) as err:  # too many unfinished, or the engine failed
             raise ServeError(503, str(err)) from None
         first = await stream.events.get()
         if first.kind == "rejected":

@@ -102,10 +102,6 @@ class EngineService:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
-    @property
-    def num_pending(self) -> int:
-        return self._pending
-
     def start(self) -> None:
         self._thread.start()
 
