@@ -175,6 +175,9 @@ def test_a_short_load_with_disconnects_leaves_the_server_clean(tmp_path):
     result = serve_load.run_load(args, log=lambda *_: None)
     assert result["passed"], result["checks"]
     counts, refused = result["client_counts"], result["server_refused_by_status"]
-    assert counts["sent"] > 200 and counts["completed"] > 10
-    assert counts["left_mid_stream"] > 5 and refused.get("503", 0) > 0  # above capacity: some refused
+    # Each way of ending happened at least once. How many of each depends on the machine's
+    # speed (CI's slower machine refused more and so had fewer clients mid-stream), so no more.
+    assert counts["sent"] > 200
+    assert min(counts["completed"], counts["left_before_reply"], counts["left_mid_stream"]) >= 1, counts
+    assert refused.get("503", 0) >= 1, refused  # above capacity: some refused
     assert result["server_finished_by_reason"].get("abort", 0) > 0
