@@ -5,7 +5,7 @@ the latency ECDFs of both overlaid.
 
     python -m harness.fidelity [--model small_llama] [--rates 1,2,4] [--num-requests 60]
         [--designs unified,unified_chunked,disagg,semipd_static,semipd_slo_code]
-        [--profile P.csv] [--profile-repeats 3] [--real-repeats 2] [--drift-anchors 1]
+        [--profile P.csv] [--profile-repeats 3] [--real-repeats 2] [--drift-runs 1 | --drift-anchors 1]
         [--run-calibration 0|1]
         [--out results/fidelity] [--reuse-real]
 
@@ -18,7 +18,10 @@ error is the simulator's, not a machine difference. Each round also records shor
 runs of other seeds (--run-calibration, CALIBRATION_*) whose steps the profile keeps as run
 rows: the profiled model's run factors (sim/profiled.py). The simulator is compared with the
 median real run; the report adds the real runs' own spread (max |run / median - 1|), the
-noise floor under any error. Writes REPORT.md, fidelity.csv and ecdf.png to --out.
+noise floor under any error. --drift-runs 1 also records a short real run right before
+each compared one and scales that point's simulated run by the machine's speed it shows
+(run_scale), reporting the errors with and without the scale. Writes REPORT.md,
+fidelity.csv and ecdf.png to --out.
 Real runs need the machine to themselves (2 cores): nothing else should run meanwhile.
 """
 from __future__ import annotations
@@ -57,6 +60,9 @@ KV_CACHE_BYTES = 1 << 30  # the real executor's CPU default, given to both sides
 # compared with.
 CALIBRATION_DESIGNS, CALIBRATION_RATE, CALIBRATION_REQUESTS, CALIBRATION_SEED = (
     ("unified", "unified_chunked", "disagg"), 2.0, 10, 1000)
+# --drift-runs 1: a short real run of this design (the calibration rate and size, seeds from
+# DRIFT_SEED) right before each compared real run; the machine's speed then against the profile's.
+DRIFT_DESIGN, DRIFT_SEED = "unified_chunked", 2000
 # Goals of issue 13 at the light and medium rates.
 MEAN_GOAL, P90_GOAL = 0.05, 0.10
 
@@ -103,10 +109,9 @@ def compare(sim: dict[str, float], reals: list[dict[str, float]]) -> dict[str, f
     return row
 
 
-def add_run_rows(profile: Path, run_dir: Path, threads: int) -> int:
-    """Append a real run's steps (its steps.csv, as its driver recorded them) to a profile
-    CSV as `kind=run` rows (sim/profiled.py: the run factors); steps with more than one
-    prefill chunk are left out (a row holds one). Returns the number of rows added."""
+def run_rows(run_dir: Path, threads: int) -> pd.DataFrame:
+    """A real run's steps (its steps.csv, as its driver recorded them) as profile rows of
+    `kind=run`; steps with more than one prefill chunk are left out (a row holds one)."""
     from engines.torch.profiler import COLUMNS
     steps = pd.read_csv(run_dir / "steps.csv")
     prefill_seqs = steps["batch_size"] - steps["num_decode_tokens"]
@@ -119,9 +124,27 @@ def add_run_rows(profile: Path, run_dir: Path, threads: int) -> int:
         "decode_context": (steps["decode_context_tokens"] / decodes.clip(lower=1)).round().astype(int),
         "num_samples": steps["num_samples"], "median_s": steps["duration_s"], "min_s": steps["duration_s"],
         "max_s": steps["duration_s"], "repeats": 1})[list(COLUMNS)]
+    return rows
+
+
+def add_run_rows(profile: Path, run_dir: Path, threads: int) -> int:
+    """Append a real run's steps to a profile CSV as run rows (sim/profiled.py: the run
+    factors). Returns the number of rows added."""
+    rows = run_rows(run_dir, threads)
     with profile.open("a") as f:
         rows.to_csv(f, header=False, index=False, float_format="%.6g")
     return len(rows)
+
+
+def run_scale(cost, run_dir: Path) -> float:
+    """The machine's speed during a short real run on all cores (--drift-runs) against the
+    profile's: the run's busy time over what the profiled model, run factors included,
+    predicts for the same steps. A ratio of sums weighs each kind of step by its share of
+    the time, as the latencies do."""
+    from sim.profiled import row_plan
+    rows = run_rows(run_dir, threads=len(os.sched_getaffinity(0)))
+    predicted = sum(cost.step_time_s(row_plan(r), 1.0) for _, r in rows.iterrows())
+    return float(rows["median_s"].sum() / predicted)
 
 
 def drift_scale(cost, model: str, checkpoint: str | None = None, dtype: str = "bfloat16") -> float:
@@ -143,8 +166,9 @@ def report_markdown(table: pd.DataFrame, rates: list[float], profile: str, meta:
              "Cells: simulated / real - 1, in %.", "",
              "`real noise`: the real runs' own spread, max over the means (and throughput) and over the "
              "P90s of |run / median of the runs - 1|: the floor under any error here.", "",
-             "`profile scale`: the profile's multiplier (1 unless --drift-anchors 1 re-timed anchor steps "
-             "before the real run; > 1 = the machine was slower than when profiled).", "",
+             "`profile scale`: the profile's multiplier (1 unless --drift-anchors 1 re-timed anchor steps or "
+             "--drift-runs 1 timed a short real run before each real run; > 1 = the machine was slower than "
+             "when profiled).", "",
              "| design | rate | TTFT mean | p50 | p90 | p99 | TPOT mean | p50 | p90 | p99 | E2E mean | p50 | p90 | "
              "p99 | throughput | real noise: means | P90s | profile scale |",
              "|" + "---|" * 18]
@@ -156,14 +180,27 @@ def report_markdown(table: pd.DataFrame, rates: list[float], profile: str, meta:
         lines.append(f"| {r['design']} | {r['rate']:g} | " + " | ".join(cells)
                      + f" | {100 * noise_means:.1f} | {100 * noise_p90:.1f} | {scale:.3f} |")
     checked = table[table["rate"].isin(light_medium)]
-    means = [f"err.{m}.mean" for m in METRICS] + ["err.throughput"]
-    p90s = [f"err.{m}.p90" for m in METRICS]
-    worst_mean = checked[means].abs().max().max() if len(checked) else float("nan")
-    worst_p90 = checked[p90s].abs().max().max() if len(checked) else float("nan")
+    worst_mean, median_mean, worst_p90 = goal_errors(checked)
     lines += ["", f"At the light and medium rates ({', '.join(f'{r:g}' for r in sorted(light_medium))} req/s): "
               f"worst |error| of the means and throughput {100 * worst_mean:.1f} % (goal {100 * MEAN_GOAL:.0f} %), "
-              f"of the P90s {100 * worst_p90:.1f} % (goal {100 * P90_GOAL:.0f} %)."]
+              f"of the P90s {100 * worst_p90:.1f} % (goal {100 * P90_GOAL:.0f} %); median |error| of the means "
+              f"and throughput {100 * median_mean:.1f} %."]
+    if "unscaled.err.throughput" in table:
+        worst_mean, median_mean, worst_p90 = goal_errors(checked, "unscaled.")
+        lines += ["", "Without the drift runs' scale (profile scale 1), the same points: worst |error| of the means "
+                  f"and throughput {100 * worst_mean:.1f} %, of the P90s {100 * worst_p90:.1f} %; median |error| of "
+                  f"the means and throughput {100 * median_mean:.1f} % (`unscaled.*` in fidelity.csv)."]
     return "\n".join(lines) + "\n"
+
+
+def goal_errors(table: pd.DataFrame, prefix: str = "") -> tuple[float, float, float]:
+    """Over the table's points: the worst and the median |error| of the means and throughput,
+    and the worst |error| of the P90s."""
+    if table.empty:
+        return float("nan"), float("nan"), float("nan")
+    means = table[[f"{prefix}err.{m}.mean" for m in METRICS] + [f"{prefix}err.throughput"]].abs().to_numpy()
+    p90s = table[[f"{prefix}err.{m}.p90" for m in METRICS]].abs().to_numpy()
+    return float(means.max()), float(pd.Series(means.ravel()).median()), float(p90s.max())
 
 
 def ecdf_figure(runs: dict[tuple[str, str], Path], designs: list[str], path: Path) -> None:
@@ -259,6 +296,8 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
     cost = ProfiledCostModel(profile, get_model(args.model), get_hardware("cpu")) if profile else None
     reals: dict[tuple[str, float], list[dict]] = {}
     scales: dict[tuple[str, float], list[float]] = {}
+    drift_runs: dict[tuple[str, float], list[Path]] = {}  # --drift-runs: each real run's drift run
+    torch_executor = ["executor=torch", f"executor.dtype={args.dtype}"]
     runs = {}  # (design, real|sim) -> run dir at the middle rate, for the ECDFs
     mid_rate = rates[len(rates) // 2]
     for k, points in enumerate(run_order(designs, rates, args.real_repeats)):
@@ -268,20 +307,30 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
             d = out / "runs" / f"{design}_r{rate:g}_real{k}"
             if rate == mid_rate and k == 0:
                 runs[(design, "real")] = d
+            drift = d.with_name(d.name + "_drift")
             if args.reuse_real and (d / "summary.json").is_file():
                 summary = json.loads((d / "summary.json").read_text())
+                if args.drift_runs and not (drift / "steps.csv").is_file():
+                    raise ValueError(f"--reuse-real --drift-runs 1: {d} has no drift run ({drift}); "
+                                     "run without --reuse-real")
             else:
                 scale = 1.0
                 if args.drift_anchors:
                     cost = cost or ProfiledCostModel(merge_rounds(rounds, out / "profile_so_far.csv"),
                                                      get_model(args.model), get_hardware("cpu"))
                     scale = drift_scale(cost, args.model, args.checkpoint, args.dtype)
+                if args.drift_runs:  # the seeds differ from every compared and calibration run's
+                    one_run(overrides(args.model, DRIFT_DESIGN, CALIBRATION_RATE, CALIBRATION_REQUESTS, args.slo,
+                                      torch_executor, args.checkpoint, seed=DRIFT_SEED + sum(map(len, reals.values()))),
+                            drift)
                 summary = one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
-                                            ["executor=torch", f"executor.dtype={args.dtype}"], args.checkpoint), d)
+                                            torch_executor, args.checkpoint), d)
                 # The scale the simulated run will use, kept with the real run it was measured for.
                 summary["fidelity_profile_scale"] = scale
                 (d / "summary.json").write_text(json.dumps(summary, indent=1))
             reals.setdefault((design, rate), []).append(values(summary))
+            if args.drift_runs:
+                drift_runs.setdefault((design, rate), []).append(drift)
             scales.setdefault((design, rate), []).append(summary.get("fidelity_profile_scale", 1.0))
             log(f"  real pass {k + 1}/{args.real_repeats} {design:16s} {rate:g} req/s "
                 f"({time.perf_counter() - start:.0f} s)")
@@ -293,20 +342,31 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
             contention = str(merge_contention(contention_rounds, out / f"contention_cpu_{args.model}.csv"))
     contention_overrides = (["engine.semipd.contention=measured", f"engine.semipd.contention_profile={contention}"]
                             if contention else [])
+    if drift_runs:  # each drift run against the final profile: the machine's speed at its real run
+        cost = ProfiledCostModel(profile, get_model(args.model), get_hardware("cpu"))
+        scales = {point: [run_scale(cost, p) for p in paths] for point, paths in drift_runs.items()}
+
+    def simulate(design: str, rate: float, scale: float, d: Path) -> dict[str, float]:
+        return values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
+                                        ["executor=sim", "executor.cost_model=profiled",
+                                         f"executor.profile={profile}", f"executor.profile_scale={scale}",
+                                         *(contention_overrides if is_semipd(design) else [])],
+                                        args.checkpoint), d))
+
     rows = []
     for design in designs:
         for rate in rates:
             scale = statistics.median(scales[(design, rate)]) * getattr(args, "sim_scale", 1.0)
             d = out / "runs" / f"{design}_r{rate:g}_sim"
-            sim = values(one_run(overrides(args.model, design, rate, args.num_requests, args.slo,
-                                           ["executor=sim", "executor.cost_model=profiled",
-                                            f"executor.profile={profile}", f"executor.profile_scale={scale}",
-                                            *(contention_overrides if is_semipd(design) else [])],
-                                           args.checkpoint), d))
+            sim = simulate(design, rate, scale, d)
             if rate == mid_rate:
                 runs[(design, "sim")] = d
             rows.append({"design": design, "rate": rate, "profile_scale": scale,
                          **compare(sim, reals[(design, rate)])})
+            if drift_runs:  # the same without the drift scale, to show what it changes
+                unscaled = compare(simulate(design, rate, 1.0, d.with_name(d.name + "_unscaled")),
+                                   reals[(design, rate)])
+                rows[-1].update({f"unscaled.{k}": v for k, v in unscaled.items() if k.startswith("err.")})
             r = rows[-1]
             log(f"  {design:16s} {rate:g} req/s: TTFT mean {100 * r['err.ttft_s.mean']:+.1f} %, TPOT mean "
                 f"{100 * r['err.tpot_s.mean']:+.1f} %, E2E mean {100 * r['err.e2e_s.mean']:+.1f} %, "
@@ -339,6 +399,11 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--drift-anchors", type=int, default=0,
                     help="1: before each real run, re-time a few anchor steps and scale the profile by "
                          "the machine's speed now against when it was profiled (default 0: as profiled)")
+    ap.add_argument("--drift-runs", type=int, default=0, choices=(0, 1),
+                    help=f"1: before each real run, a short real run ({DRIFT_DESIGN}, {CALIBRATION_REQUESTS} requests "
+                         f"at {CALIBRATION_RATE:g} req/s, seeds from {DRIFT_SEED}) whose busy time against the "
+                         "profile's prediction scales the simulated run (the report also gives the errors "
+                         "without it); default 0")
     ap.add_argument("--run-calibration", type=int, default=1, choices=(0, 1),
                     help="1 (default): each profile round also records short real runs (unified, "
                          "unified_chunked and, when compared, disagg; "
@@ -356,6 +421,8 @@ def parse_args(argv: list[str] | None):
         args.rates = [float(r) for r in args.rates.split(",")]
     except ValueError:
         raise ValueError(f"--rates must be comma-separated numbers, got {args.rates!r}") from None
+    if args.drift_runs and args.drift_anchors:
+        raise ValueError("--drift-runs and --drift-anchors both scale the profile: give one")
     if args.real_repeats < 1 or args.profile_repeats < 1 or args.num_requests < 1:
         raise ValueError("--real-repeats, --profile-repeats and --num-requests must be >= 1")
     if not args.rates or any(r <= 0 for r in args.rates):

@@ -220,7 +220,7 @@ class ProfiledCostModel:
                 continue
             fit = fit_rows(same, int(threads))
             for _, r in group.iterrows():
-                predicted = self._predict(fit, _row_plan(r))
+                predicted = self._predict(fit, row_plan(r))
                 key = (int(threads), step_kind(r["prefill_tokens"], r["decode_seqs"]))
                 ratios.setdefault(key, []).append(r["median_s"] / predicted)
         pooled = {kind: [v for (_, k), values in ratios.items() if k == kind for v in values] for kind in STEP_KINDS}
@@ -320,7 +320,7 @@ class ProfiledCostModel:
             fit = self.fits.get(int(r["threads"]))
             if fit is None:
                 continue
-            plan = _row_plan(r)
+            plan = row_plan(r)
             pred = self._predict(fit, plan)
             out.append({**r.to_dict(), "predicted_s": pred, "rel_error": pred / r["median_s"] - 1.0,
                         "used_in_fit": r["kind"] in ("prefill", "decode")})
@@ -339,7 +339,8 @@ def shape_plan(prefill_tokens: int = 0, prefill_context: int = 0, decode_seqs: i
     return StepPlan("shape", tuple(seqs), prefill_tokens, decode_seqs)
 
 
-def _row_plan(r) -> StepPlan:
+def row_plan(r) -> StepPlan:
+    """A profile row's step as a plan."""
     return shape_plan(int(r["prefill_tokens"]), int(r["prefill_context"]), int(r["decode_seqs"]),
                       int(r["decode_context"]), prefill_samples=int(r["num_samples"]) > int(r["decode_seqs"]))
 

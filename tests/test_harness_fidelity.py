@@ -35,6 +35,7 @@ def test_report_checks_the_goals_at_the_light_and_medium_rates_only():
     (["--rates", "0"], "every rate must be > 0"),
     (["--real-repeats", "0"], "--real-repeats, --profile-repeats and --num-requests must be >= 1"),
     (["--profile-repeats", "0"], "--real-repeats, --profile-repeats and --num-requests must be >= 1"),
+    (["--drift-runs", "1", "--drift-anchors", "1"], "--drift-runs and --drift-anchors both scale the profile"),
 ])
 def test_bad_arguments_exit_2(capsys, args, message):
     assert fidelity.main(args) == 2
@@ -59,7 +60,7 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
     out = tmp_path / "fid"
     assert fidelity.main(["--model", "tiny_llama", "--checkpoint", str(ckpt), "--designs", "unified_chunked",
                           "--rates", "4", "--num-requests", "6", "--slo", "default", "--profile-repeats", "1",
-                          "--out", str(out)]) == 0
+                          "--drift-runs", "1", "--out", str(out)]) == 0
     # Two real passes, a profile round before each and one after, merged into the profile.
     prof = out / "profile_cpu_tiny_llama.csv"
     assert sorted(p.name for p in (out / "profile_rounds").iterdir()) == [
@@ -82,8 +83,23 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
     sim = json.loads((out / "runs" / "unified_chunked_r4_sim" / "summary.json").read_text())
     assert (real["executor"], sim["executor"], sim["cost_model"], sim["profile"]) == ("torch", "sim", "profiled", str(prof))
     assert real["num_requests"] == sim["num_requests"] == 6
-    # Without --drift-anchors the profile is taken as measured.
-    assert real["fidelity_profile_scale"] == 1.0 and table["profile_scale"].iloc[0] == 1.0
+    # --drift-runs 1: a short real run of its own seed before each real run; the simulated run
+    # is scaled by the median of their speeds against the final profile, and also run unscaled.
+    drifts = [out / "runs" / f"unified_chunked_r4_real{k}_drift" for k in (0, 1)]
+    assert ["seed=2000" in (p / "config.yaml").read_text().replace(": ", "=") for p in drifts] == [True, False]
+    assert "seed=2001" in (drifts[1] / "config.yaml").read_text().replace(": ", "=")
+    from sim.profiled import ProfiledCostModel
+    from sim.specs import get_hardware, get_model
+    cost = ProfiledCostModel(prof, get_model("tiny_llama"), get_hardware("cpu"))
+    expected = sorted(fidelity.run_scale(cost, p) for p in drifts)
+    assert table["profile_scale"].iloc[0] == pytest.approx(sum(expected) / 2)
+    assert expected[0] != expected[1]  # not a constant
+    import yaml
+    scale_of = lambda d: yaml.safe_load((out / "runs" / d / "config.yaml").read_text())["executor"]["profile_scale"]  # noqa: E731
+    assert scale_of("unified_chunked_r4_sim_unscaled") == 1.0
+    assert scale_of("unified_chunked_r4_sim") == pytest.approx(sum(expected) / 2)
+    assert table[[c for c in table.columns if c.startswith("unscaled.err.")]].notna().all().all()
+    assert "Without the drift runs' scale" in report
 
 
 def test_passes_alternate_their_order():
@@ -134,3 +150,25 @@ def test_a_runs_steps_become_run_rows(tmp_path):
                                                          [0, 0, 0, 2, 450, 2]]
     assert run_rows["median_s"].tolist() == pytest.approx([0.030, 0.040, 0.012])
     assert set(run_rows["omp_wait"]) == {"active"} and set(run_rows["threads"]) == {2}
+
+
+def test_a_drift_runs_scale_is_its_busy_time_over_the_prediction(tmp_path, monkeypatch):
+    """run_scale: the sum of the run's step times over the sum of the profiled model's
+    predictions for the same steps (run factors included), not a median of per-step ratios."""
+    from sim.profiled import ProfiledCostModel, shape_plan
+    from sim.specs import get_hardware, get_model
+    from tests.test_sim_profiled import write_profile
+    monkeypatch.setattr(fidelity.os, "sched_getaffinity", lambda _pid: {0, 1})  # a run on 2 cores
+    cost = ProfiledCostModel(write_profile(tmp_path / "p.csv"), get_model("small_llama"), get_hardware("cpu"))
+    decode = cost.step_time_s(shape_plan(decode_seqs=4, decode_context=300), 1.0)
+    prefill = cost.step_time_s(shape_plan(prefill_tokens=200, prefill_samples=True), 1.0)
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame([  # worker,start_s,duration_s,prefill,decode tokens,batch,share,prefill ctx,decode ctx,samples
+        ("u", 0.0, 3 * prefill, 200, 0, 1, 1, 0, 0, 1),    # a whole prompt at 3x its prediction
+        ("u", 0.1, decode, 0, 4, 4, 1, 0, 1200, 4),          # decodes at their prediction
+        ("u", 0.2, decode, 0, 4, 4, 1, 0, 1200, 4)],
+        columns=["worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens", "batch_size",
+                 "share", "prefill_context_tokens", "decode_context_tokens", "num_samples"]
+    ).to_csv(run / "steps.csv", index=False)
+    assert fidelity.run_scale(cost, run) == pytest.approx((3 * prefill + 2 * decode) / (prefill + 2 * decode))

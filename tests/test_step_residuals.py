@@ -1,0 +1,45 @@
+"""benchmarks/step_residuals.py: a real run's steps against the report's profile, grouped by
+the idle gap before each step; a report without runs exits 2."""
+import pandas as pd
+import pytest
+
+from benchmarks import step_residuals
+from sim.profiled import ProfiledCostModel, shape_plan
+from sim.specs import get_hardware, get_model
+from tests.test_sim_profiled import write_profile
+
+COLUMNS = ["worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens", "batch_size", "share",
+           "prefill_context_tokens", "decode_context_tokens", "num_samples"]
+
+
+def test_steps_after_idle_are_told_apart(tmp_path, capsys):
+    report = tmp_path / "fid"
+    (report / "runs" / "unified_r1_real0").mkdir(parents=True)
+    (report / "runs" / "disagg_r1_real0").mkdir(parents=True)  # 1-core instances: not read
+    profile = write_profile(report / "profile_cpu_small_llama.csv")
+    cost = ProfiledCostModel(profile, get_model("small_llama"), get_hardware("cpu"))
+    prefill = cost.step_time_s(shape_plan(prefill_tokens=100, prefill_samples=True), 1.0)
+    decode = cost.step_time_s(shape_plan(decode_seqs=1, decode_context=100), 1.0)
+    rows, t = [], 0.0
+    for k in range(3):  # each request: a prefill after 1 s idle (1.5x), then 4 decodes (at the prediction)
+        t += 1.0
+        rows.append(("u", t, 1.5 * prefill, 100, 0, 1, 1, 0, 0, 1))
+        t += 1.5 * prefill
+        for _ in range(4):
+            rows.append(("u", t, decode, 0, 1, 1, 1, 0, 100, 1))
+            t += decode
+    rows.append(("u", t, prefill, 100, 0, 1, 1, 0, 0, 1))  # a prefill right after a decode, as predicted
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(report / "runs" / "unified_r1_real0" / "steps.csv", index=False)
+    assert step_residuals.main([str(report), "--out", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "1 real runs, 16 steps" in out
+    assert "prefill steps after an idle gap: sum real / sum predicted 1.500 (3 steps)" in out
+    assert "prefill steps without an idle gap: sum real / sum predicted 1.000 (1 steps)" in out
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert table.loc[table["kind"] == "decode", "ratio"].tolist() == pytest.approx([1.0] * 12, rel=1e-4)
+
+
+def test_a_report_without_runs_exits_2(tmp_path, capsys):
+    write_profile(tmp_path / "profile_cpu_small_llama.csv")
+    assert step_residuals.main([str(tmp_path)]) == 2
+    assert "no real runs of ['unified', 'unified_chunked']" in capsys.readouterr().err
