@@ -43,3 +43,16 @@ def test_a_report_without_runs_exits_2(tmp_path, capsys):
     write_profile(tmp_path / "profile_cpu_small_llama.csv")
     assert step_residuals.main([str(tmp_path)]) == 2
     assert "no real runs of ['unified', 'unified_chunked']" in capsys.readouterr().err
+
+
+def test_idle_steps_compares_each_pause_with_back_to_back(capsys):
+    """benchmarks/idle_steps.py: the median per shape and pause over the back-to-back median;
+    a pause list without 0 exits 2 (no reference)."""
+    from benchmarks import idle_steps
+    table = pd.DataFrame([("prefill 64", pause, r, wall, wall) for pause, walls in ((0.0, (0.010, 0.012, 0.011)),
+                                                                                     (1.0, (0.013, 0.0121, 0.0143)))
+                          for r, wall in enumerate(walls)], columns=["shape", "pause_s", "round", "wall_s", "worker_s"])
+    out = idle_steps.summary(table)
+    assert out.loc[out["pause_s"] == 1.0, "wall / back to back"].item() == pytest.approx(0.013 / 0.011)
+    assert idle_steps.main(["--idle-s", "0.5,1"]) == 2
+    assert "--idle-s must include 0" in capsys.readouterr().err
