@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 IDLE_EDGES_S = (-1.0, 0.001, 0.05, 0.2, 1.0, 1e9)
 IDLE_LABELS = ("<1 ms", "1-50 ms", "50-200 ms", "0.2-1 s", ">1 s")
 SIZE_EDGES_S = (0.0, 0.03, 0.06, 0.12, 0.25, 10.0)  # of the predicted step time
+ONE_WORKER_DESIGNS = ("unified", "unified_chunked")  # one worker on all cores: the full-share profile
 IDLE_S = 0.2  # a gap this long or longer: the worker was idle (no request to step)
 
 
@@ -34,10 +35,11 @@ def residuals(run: Path, cost) -> pd.DataFrame:
     predicted and real duration."""
     from harness.fidelity import run_rows
     from sim.profiled import row_plan, step_kind
-    steps = pd.read_csv(run / "steps.csv").sort_values("start_s")
-    gap = steps["start_s"] - (steps["start_s"] + steps["duration_s"]).shift(1)
+    steps = pd.read_csv(run / "steps.csv")
+    by_start = steps.sort_values("start_s")
+    gap = (by_start["start_s"] - (by_start["start_s"] + by_start["duration_s"]).shift(1)).reindex(steps.index)
     rows = run_rows(run, threads=2).reset_index(drop=True)
-    kept = steps[(steps["batch_size"] - steps["num_decode_tokens"]) <= 1]  # as run_rows keeps them
+    kept = steps[(steps["batch_size"] - steps["num_decode_tokens"]) <= 1]  # as run_rows keeps them, in file order
     return pd.DataFrame({
         "run": run.name, "kind": [step_kind(p, d) for p, d in zip(rows["prefill_tokens"], rows["decode_seqs"])],
         "idle_before_s": gap.loc[kept.index].to_numpy(), "real_s": rows["median_s"],
@@ -60,7 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     model = re.fullmatch(r"profile_cpu_(.+)\.csv", profiles[0].name).group(1)
     cost = ProfiledCostModel(profiles[0], get_model(model), get_hardware("cpu"))
     designs = args.designs.split(",")
-    rates = None if args.rates is None else {float(r) for r in args.rates.split(",")}
+    if not set(designs) <= set(ONE_WORKER_DESIGNS):
+        print(f"step_residuals: --designs takes {list(ONE_WORKER_DESIGNS)} (one worker on all cores), "
+              f"got {designs}", file=sys.stderr)
+        return 2
+    try:
+        rates = None if args.rates is None else {float(r) for r in args.rates.split(",")}
+    except ValueError:
+        print(f"step_residuals: --rates must be comma-separated req/s, got {args.rates!r}", file=sys.stderr)
+        return 2
     runs = []
     for run in sorted((args.report_dir / "runs").glob("*_real[0-9]*")):
         m = re.fullmatch(r"(.+)_r([0-9.]+)_real\d+", run.name)

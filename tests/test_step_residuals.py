@@ -29,7 +29,8 @@ def test_steps_after_idle_are_told_apart(tmp_path, capsys):
             rows.append(("u", t, decode, 0, 1, 1, 1, 0, 100, 1))
             t += decode
     rows.append(("u", t, prefill, 100, 0, 1, 1, 0, 0, 1))  # a prefill right after a decode, as predicted
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(report / "runs" / "unified_r1_real0" / "steps.csv", index=False)
+    # Rows out of start order (as a file of several workers would be): gaps still follow the clock.
+    pd.DataFrame(rows[::-1], columns=COLUMNS).to_csv(report / "runs" / "unified_r1_real0" / "steps.csv", index=False)
     assert step_residuals.main([str(report), "--out", str(tmp_path / "r.csv")]) == 0
     out = capsys.readouterr().out
     assert "1 real runs, 16 steps" in out
@@ -39,10 +40,15 @@ def test_steps_after_idle_are_told_apart(tmp_path, capsys):
     assert table.loc[table["kind"] == "decode", "ratio"].tolist() == pytest.approx([1.0] * 12, rel=1e-4)
 
 
-def test_a_report_without_runs_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("args,message", [
+    ([], "no real runs of ['unified', 'unified_chunked']"),
+    (["--designs", "disagg"], "--designs takes ['unified', 'unified_chunked'] (one worker on all cores)"),
+    (["--rates", "fast"], "--rates must be comma-separated req/s, got 'fast'"),
+])
+def test_bad_input_exits_2(tmp_path, capsys, args, message):
     write_profile(tmp_path / "profile_cpu_small_llama.csv")
-    assert step_residuals.main([str(tmp_path)]) == 2
-    assert "no real runs of ['unified', 'unified_chunked']" in capsys.readouterr().err
+    assert step_residuals.main([str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_idle_steps_compares_each_pause_with_back_to_back(capsys):
