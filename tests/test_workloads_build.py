@@ -31,11 +31,18 @@ def test_describe_is_json_ready():
     assert d["requests_per_source"] == {"sharegpt_like": 100} and d["prompt_len_mean"] > 0
 
 
-def test_dataset_source_without_path_falls_back_and_says_so(caplog):
+def test_dataset_source_without_path_falls_back_and_says_so_once(caplog, monkeypatch):
+    from workloads import sources
+    monkeypatch.setattr(sources, "_WARNED", set())  # as in a fresh process
     with caplog.at_level(logging.WARNING, logger="workloads"):
         w = build_workload(WorkloadConfig(source="sharegpt", path="", num_requests=10))
+        for seed in (1, 2):  # a sweep's further runs in the same process: recorded, not repeated
+            again = build_workload(WorkloadConfig(source="sharegpt", path="", num_requests=10, seed=seed))
+            assert again.source_used == w.source_used
+        build_workload(WorkloadConfig(source="longbench", path="", num_requests=10))  # another fallback: its own line
     assert w.source_used == "synthetic sharegpt_like (no dataset file given: workload.path is empty)"
-    assert "workload.path is empty" in caplog.text
+    assert caplog.text.count("workload.source=sharegpt but workload.path is empty") == 1
+    assert caplog.text.count("workload.source=longbench but workload.path is empty") == 1
 
 
 @pytest.mark.parametrize("kw, needles", [

@@ -23,6 +23,16 @@ if TYPE_CHECKING:  # config.py imports this module; the annotation only needs th
     from workloads.config import WorkloadConfig
 
 log = logging.getLogger(__name__)
+# Fallback warnings already given in this process: a sweep or goodput search runs many
+# workloads in one process (paper/goodput_study.py: 75 runs) and would repeat the same line
+# for each; every run still records the fallback in its summary (workload.source_used).
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
 
 # Dataset sources that, without workload.path, fall back to synthetic `<source>_like`.
 FALLBACK_SOURCES = ("sharegpt", "longbench", "math500")
@@ -58,8 +68,8 @@ def load_requests(cfg: WorkloadConfig, rng: np.random.Generator) -> SourceResult
     if cfg.source in FALLBACK_SOURCES and not cfg.path:
         # A dataset source without a file: keep the run going with its published shape.
         dist = f"{cfg.source}_like"
-        log.warning("workload.source=%s but workload.path is empty: using the synthetic %s "
-                    "distribution instead of the real dataset.", cfg.source, dist)
+        _warn_once(f"workload.source={cfg.source} but workload.path is empty: using the synthetic {dist} "
+                   "distribution instead of the real dataset (said once per process).")
         result = _synthetic(cfg, dist, rng)
         note = f"{result.description} (no dataset file given: workload.path is empty)"
         return SourceResult(result.requests, note, result.stats)
