@@ -196,7 +196,8 @@ class _progress:
     def __enter__(self):
         if self.enabled:
             from tqdm import tqdm
-            self.bar = tqdm(total=self.total, unit="req", desc=self.engine.name, delay=2.0, leave=False)
+            self.bar = tqdm(total=self.total, unit="req", desc=self.engine.name, delay=2.0, leave=False,
+                             disable=None)  # None: quiet when stderr is not a terminal (CI logs)
             self.engine.on_request_done = lambda _req: self.bar.update(1)
         return self
 
