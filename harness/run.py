@@ -19,8 +19,6 @@ from engines.wallclock import WallClockLoop
 from harness.build import build_engine
 from harness.config import RunConfig
 from harness.versions import versions
-from metrics.plots import plot_run, run_frames
-from metrics.timeline_plot import plot_timelines
 from semipd.engine import SemiPDEngine
 from metrics.results import token_times_frame, write_run_dir
 from metrics.summary import summarize
@@ -88,7 +86,9 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
                   summary=summary, extra_csvs=extras)
     if failure is not None:
         raise failure
-    if cfg.plots:
+    if cfg.plots:  # seaborn and matplotlib load only here: ~0.4 s of a short run's start-up
+        from metrics.plots import plot_run, run_frames
+        from metrics.timeline_plot import plot_timelines
         plot_run(run_frames(summary, requests, steps), run_dir / "latency.png")
         plot_timelines(extras["kv_usage"], extras.get("partition"), run_dir / "timeline.png",
                        title=f"{summary['engine_label']} | {cfg.model.name} | {cfg.workload.rate} req/s/GPU")
