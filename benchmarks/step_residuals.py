@@ -38,11 +38,10 @@ def residuals(run: Path, cost) -> pd.DataFrame:
     steps = pd.read_csv(run / "steps.csv")
     by_start = steps.sort_values("start_s")
     gap = (by_start["start_s"] - (by_start["start_s"] + by_start["duration_s"]).shift(1)).reindex(steps.index)
-    rows = run_rows(run, threads=2).reset_index(drop=True)
-    kept = steps[(steps["batch_size"] - steps["num_decode_tokens"]) <= 1]  # as run_rows keeps them, in file order
+    rows = run_rows(run, threads=2)  # indexed as the steps it keeps
     return pd.DataFrame({
         "run": run.name, "kind": [step_kind(p, d) for p, d in zip(rows["prefill_tokens"], rows["decode_seqs"])],
-        "idle_before_s": gap.loc[kept.index].to_numpy(), "real_s": rows["median_s"],
+        "idle_before_s": gap.loc[rows.index].to_numpy(), "real_s": rows["median_s"].to_numpy(),
         "predicted_s": [cost.step_time_s(row_plan(r), 1.0) for _, r in rows.iterrows()]})
 
 

@@ -111,7 +111,8 @@ def compare(sim: dict[str, float], reals: list[dict[str, float]]) -> dict[str, f
 
 def run_rows(run_dir: Path, threads: int) -> pd.DataFrame:
     """A real run's steps (its steps.csv, as its driver recorded them) as profile rows of
-    `kind=run`; steps with more than one prefill chunk are left out (a row holds one)."""
+    `kind=run`, indexed as the steps.csv rows they come from; steps with more than one
+    prefill chunk are left out (a row holds one)."""
     from engines.torch.profiler import COLUMNS
     steps = pd.read_csv(run_dir / "steps.csv")
     prefill_seqs = steps["batch_size"] - steps["num_decode_tokens"]
