@@ -50,11 +50,15 @@ baseline: $(STAMP)
 setup: $(STAMP)
 
 # The semi-PD paper's evaluation on the simulator: figures + REPORT.md in results/paper/.
+# LAUNCHER=ray runs it on a local Ray instance; PAPER_ARGS="--launcher-override
+# hydra.launcher.ray.init.address=auto" on a cluster (README, "Sweeps on a Ray cluster").
+LAUNCHER ?= joblib
+PAPER_ARGS ?=
 paper: $(STAMP)
-	$(BIN)/python -m paper.suite
+	$(BIN)/python -m paper.suite --launcher $(LAUNCHER) $(PAPER_ARGS)
 
 paper-ci: $(STAMP)
-	$(BIN)/python -m paper.suite --scale ci
+	$(BIN)/python -m paper.suite --scale ci --launcher $(LAUNCHER) $(PAPER_ARGS)
 
 # vLLM's CPU build in its own venv, for benchmarks/peer/ only (never a project dependency).
 .PHONY: vllm-venv
@@ -67,7 +71,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,hf,serve]'
+	$(BIN)/pip install -q -e '.[test,hf,serve,cluster]'
 	$(BIN)/python -m engines.torch.cpu_kernels   # build the C++ kernels (~15 s; optional)
 	touch $(STAMP)
 

@@ -150,7 +150,7 @@ def _build_on_processes(cfg: RunConfig, setup, runtime, common: dict) -> Engine:
                               kv_bytes_per_token_per_gpu=per_token, **common)
     else:  # a real switch costs what it costs: no simulated start-up delay on top
         real = dataclasses.replace(eng, semipd=dataclasses.replace(eng.semipd, switch_delay_s=0.0))
-        engine = build_semipd(real, slo=SLO(cfg.slo.ttft_s, cfg.slo.tpot_s), make_executor=no_executor_yet,
+        engine = build_semipd(real, slo=SLO(cfg.slo.ttft_target_s, cfg.slo.tpot_target_s), make_executor=no_executor_yet,
                               **common)
     engine.runtime = procs
     try:
@@ -204,4 +204,4 @@ def _build_one(cfg: RunConfig, eng: EngineConfig, loop: Loop) -> Engine:
         # Swap preemption copies KV between a decode GPU and host memory over PCIe.
         return build_disagg(eng, link=kv_link(eng.kv_link, hw), kv_bytes_per_token_per_gpu=per_token,
                             host_link=kv_link("pcie", hw), **common)
-    return build_semipd(eng, slo=SLO(cfg.slo.ttft_s, cfg.slo.tpot_s), **common)
+    return build_semipd(eng, slo=SLO(cfg.slo.ttft_target_s, cfg.slo.tpot_target_s), **common)

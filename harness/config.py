@@ -116,11 +116,21 @@ class SLOConfig:
     ttft_s: float = 0.5              # semi-PD code defaults (TTFT_SLO, TPOT_SLO in Semi-PD's distserve/single_stage_engine.py)
     tpot_s: float = 0.1
     tpot_definition: str = "vllm"    # vllm: (e2e-ttft)/(n-1); per_output_token: (e2e-ttft)/n
+    scale: float = 1.0               # both targets x scale: DistServe's SLO-scale sweeps (slo.scale=0.5,1,2)
 
     def validate(self) -> None:
         # nan would pass a `<= 0` test and make every request miss (attainment 0 %).
         check_number("slo.ttft_s", self.ttft_s, 0.0, lo_open=True)
         check_number("slo.tpot_s", self.tpot_s, 0.0, lo_open=True)
+        check_number("slo.scale", self.scale, 0.0, lo_open=True)
+
+    @property
+    def ttft_target_s(self) -> float:
+        return self.ttft_s * self.scale
+
+    @property
+    def tpot_target_s(self) -> float:
+        return self.tpot_s * self.scale
         check_choice("slo.tpot_definition", self.tpot_definition, TPOT_DEFINITIONS)
 
 

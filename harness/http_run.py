@@ -258,7 +258,7 @@ def run_http(cfg, run_dir: Path, config_yaml: str):
                "num_gpus": 1, "rate_per_gpu": cfg.workload.rate, "rate_unit": "server", "num_rate_units": 1,
                "total_rate": workload.total_rate, "tag": cfg.tag, "max_concurrency": ex.max_concurrency,
                "ignore_eos": ex.ignore_eos, "num_stopped_early": early, "wall_s": wall_s}
-    summary |= summarize(requests, slo_ttft_s=cfg.slo.ttft_s, slo_tpot_s=cfg.slo.tpot_s,
+    summary |= summarize(requests, slo_ttft_s=cfg.slo.ttft_target_s, slo_tpot_s=cfg.slo.tpot_target_s,
                          tpot_definition=cfg.slo.tpot_definition)
     summary["num_unfinished"] = 0  # every request ends finished or rejected (with its reason)
     summary["versions"] = versions()

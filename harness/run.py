@@ -158,7 +158,7 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
         "rate_per_gpu": cfg.workload.rate, "rate_unit": cfg.rate_unit,
         "num_rate_units": _rate_units(cfg, engine), "total_rate": workload.total_rate, "tag": cfg.tag,
     }
-    summary |= summarize(requests, slo_ttft_s=cfg.slo.ttft_s, slo_tpot_s=cfg.slo.tpot_s,
+    summary |= summarize(requests, slo_ttft_s=cfg.slo.ttft_target_s, slo_tpot_s=cfg.slo.tpot_target_s,
                          tpot_definition=cfg.slo.tpot_definition)
     summary["num_unfinished"] = num_unfinished
     summary["num_preemptions"] = sum(r.num_preemptions for r in requests)

@@ -40,9 +40,11 @@ def goodput_from_curve(rates: Sequence[float], attainments: Sequence[float], tar
 
 
 def search_goodput(evaluate: Callable[[float], float], lo: float, hi: float, *, target: float = 0.9,
-                   num_grid: int = 5, num_bisect: int = 4) -> Goodput:
+                   num_grid: int = 5, num_bisect: int = 4,
+                   evaluate_many: Callable[[list[float]], list[float]] | None = None) -> Goodput:
     """Sweep `num_grid` rates over [lo, hi], then bisect the bracket around the first miss
-    `num_bisect` times; the answer interpolates the final bracket."""
+    `num_bisect` times; the answer interpolates the final bracket. `evaluate_many`, if
+    given, evaluates the grid's rates together (one sweep that a launcher runs in parallel)."""
     if not 0 < lo < hi or num_grid < 2:
         raise UserError(f"goodput search needs 0 < lo < hi and num_grid >= 2; got lo={lo}, hi={hi}, "
                          f"num_grid={num_grid}")
@@ -55,6 +57,8 @@ def search_goodput(evaluate: Callable[[float], float], lo: float, hi: float, *, 
 
     step = (hi - lo) / (num_grid - 1)
     grid = [lo + i * step for i in range(num_grid)]
+    if evaluate_many is not None:
+        seen.update(zip(grid, evaluate_many(grid)))
     first = goodput_from_curve(grid, [att(r) for r in grid], target)
     if first.bound != "crossing":
         return Goodput(first.rate, first.bound, tuple(sorted(seen.items())))
