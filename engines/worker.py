@@ -19,6 +19,17 @@ class Worker:
         self.busy = False
         self.records: list[StepRecord] = []
 
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    @executor.setter
+    def executor(self, executor: Executor) -> None:
+        # isinstance against a runtime-checkable Protocol inspects its attributes: once per
+        # executor, not once per step (a simulated run takes ~10k steps per 1,000 requests).
+        self._executor = executor
+        self._is_async = isinstance(executor, AsyncExecutor)
+
     def start_step(self, now_s: float) -> tuple[StepPlan, StepResult | None] | None:
         """Plan and start one step at `now_s`; None if there is nothing to run. The result
         is None for an asynchronous executor (one with `submit`, e.g. a worker process):
@@ -28,7 +39,7 @@ class Worker:
         plan = self.scheduler.schedule(now_s)
         if plan is None:
             return None
-        if isinstance(self.executor, AsyncExecutor):
+        if self._is_async:
             self.executor.submit(plan, self.share)
             result = None
         else:

@@ -123,6 +123,7 @@ class SLOConfig:
         check_number("slo.ttft_s", self.ttft_s, 0.0, lo_open=True)
         check_number("slo.tpot_s", self.tpot_s, 0.0, lo_open=True)
         check_number("slo.scale", self.scale, 0.0, lo_open=True)
+        check_choice("slo.tpot_definition", self.tpot_definition, TPOT_DEFINITIONS)
 
     @property
     def ttft_target_s(self) -> float:
@@ -131,7 +132,6 @@ class SLOConfig:
     @property
     def tpot_target_s(self) -> float:
         return self.tpot_s * self.scale
-        check_choice("slo.tpot_definition", self.tpot_definition, TPOT_DEFINITIONS)
 
 
 @dataclass
