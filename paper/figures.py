@@ -46,31 +46,44 @@ def _series(runs: pd.DataFrame, panels: list[tuple[str, str]], metrics: list[str
 
 
 def rate_grid(runs: pd.DataFrame, panels: list[tuple[str, str]], metrics: list[str], out_png: Path,
-              title: str) -> pd.DataFrame:
-    """Rows = metrics, columns = panels, x = rate per GPU, one line per system."""
+              title: str, columns: int | None = None) -> pd.DataFrame:
+    """Rows = metrics, columns = panels, x = rate per GPU, one line per system. With one
+    metric and `columns`, the panels wrap into rows of that many, in order (Fig. 15: the
+    tight SLO's four panels above the loose one's, as in the paper)."""
     data = _series(runs, panels, metrics)
     present = [(t, n) for t, n in panels if (data["tag"] == t).any()]
     if not present:
         return data
-    fig = Figure(figsize=(3.6 * max(1, len(present)), 2.8 * len(metrics)), layout="constrained")
+    if columns is not None and len(metrics) == 1:
+        ncols = min(columns, len(present))
+        cells = [(k // ncols, k % ncols, metrics[0]) for k in range(len(present))]
+        nrows = -(-len(present) // ncols)
+    else:
+        ncols, nrows = len(present), len(metrics)
+        cells = None
+    fig = Figure(figsize=(3.6 * ncols, 2.8 * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     with sns.axes_style("whitegrid"):
-        axes = fig.subplots(len(metrics), max(1, len(present)), squeeze=False)
-    for j, (tag, name) in enumerate(present):
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, (tag, name) in enumerate(present):
         panel = data[data["tag"] == tag]
         for i, metric in enumerate(metrics):
-            ax = axes[i, j]
+            row, col, _ = cells[k] if cells else (i, k, metric)
+            ax = axes[row, col]
             sns.lineplot(panel, x="rate", y=metric, hue="label", style="label", markers=True, dashes=False,
-                         ax=ax, legend=(i == 0 and j == len(present) - 1))
-            ax.set_xlabel("rate per GPU (req/s)" if i == len(metrics) - 1 else "")
-            ax.set_ylabel(METRIC_LABELS.get(metric, metric) if j == 0 else "")
-            if i == 0:
+                         ax=ax, legend=(row == 0 and col == ncols - 1))
+            ax.set_xlabel("rate per GPU (req/s)" if row == nrows - 1 else "")
+            ax.set_ylabel(METRIC_LABELS.get(metric, metric) if col == 0 else "")
+            if cells or i == 0:
                 ax.set_title(name, fontsize=10)
             if metric == "attainment":
                 ax.set_ylim(-0.02, 1.02)
                 ax.axhline(0.9, color="grey", linestyle=":", linewidth=1)
             elif "ttft" in metric or "tpot" in metric:
                 ax.set_yscale("log")
+    for row, col in ((r, c) for r in range(nrows) for c in range(ncols)):
+        if cells and row * ncols + col >= len(present):
+            axes[row, col].set_visible(False)  # a short last row
     fig.suptitle(title)
     _save(fig, out_png)
     return data

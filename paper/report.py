@@ -35,7 +35,7 @@ def build(root: Path) -> dict[str, pd.DataFrame]:
         "fig13": F.rate_grid(runs, F.FIG13_PANELS, p99, root / "fig13.png", "Fig. 13: P99 latency vs rate"),
         "fig14": F.rate_grid(runs, F.FIG14_PANELS, p90 + p99, root / "fig14.png", "Fig. 14: DeepSeek vs SGLang"),
         "fig15": F.rate_grid(runs, F.FIG15_PANELS, ["attainment"], root / "fig15.png",
-                             "Fig. 15: SLO attainment vs rate (tight and loose)"),
+                             "Fig. 15: SLO attainment vs rate (tight SLO above, loose below)", columns=4),
         "fig16": F.rate_grid(runs, F.FIG16_PANELS, p90 + ["attainment"], root / "fig16.png",
                              "Fig. 16: 8-GPU cluster, 2P6D vs 1P3D4S"),
     }

@@ -46,6 +46,14 @@ def test_rate_figures_have_every_panel_and_system(suite, fig):
     assert metric_cols and data[metric_cols].notna().all().all()
 
 
+def test_fig15_is_the_papers_two_by_four_grid(suite):
+    """Tight SLO's four panels above the loose one's: twice as wide as tall, as drawn
+    (3.6 x 2.8 inches a panel at 100 dpi), not one row of eight."""
+    import matplotlib.image
+    height, width = matplotlib.image.imread(suite / "fig15.png").shape[:2]
+    assert (width, height) == (4 * 360, 2 * 280)
+
+
 def test_kv_and_ratio_figures(suite):
     fig3 = pd.read_csv(suite / "fig3.csv")
     assert {"prefill", "decode", "shared"} <= set(fig3["role"])
