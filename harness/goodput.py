@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="a hydra.launcher.* override, e.g. hydra.launcher.ray.init.address=auto (repeatable)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args(argv)
+    if args.launcher is None and (args.jobs is not None or args.launcher_override):
+        ap.error("--jobs and --launcher-override need --launcher (joblib, ray or basic)")
     logging.basicConfig(level=logging.ERROR)
     try:
         launcher = None if args.launcher is None else Launcher(args.launcher, args.jobs, tuple(args.launcher_override))

@@ -53,3 +53,10 @@ def test_slo_scale_must_be_positive():
 def test_a_failed_sweep_names_its_command(tmp_path):
     with pytest.raises(SweepError, match=r"the sweep of workload.rate over \[1.0\] failed.*engine=nosuch"):
         sweep_summaries(["engine=nosuch"], "workload.rate", [1.0], tmp_path / "s", Launcher("basic"))
+
+
+def test_launcher_options_without_a_launcher_are_refused(capsys):
+    from harness.goodput import main
+    with pytest.raises(SystemExit) as exc:
+        main(["rate", "--jobs", "2", "engine=unified"])
+    assert exc.value.code == 2 and "--jobs and --launcher-override need --launcher" in capsys.readouterr().err
