@@ -114,14 +114,13 @@ def run_rows(run_dir: Path, threads: int) -> pd.DataFrame:
     prefill_seqs = steps["batch_size"] - steps["num_decode_tokens"]
     steps = steps[prefill_seqs <= 1]
     decodes = steps["num_decode_tokens"]
-    rows = pd.DataFrame({
+    return pd.DataFrame({
         "kind": "run", "omp_wait": "active", "threads": threads,
         "prefill_seqs": (steps["num_prefill_tokens"] > 0).astype(int), "prefill_tokens": steps["num_prefill_tokens"],
         "prefill_context": steps["prefill_context_tokens"], "decode_seqs": decodes,
         "decode_context": (steps["decode_context_tokens"] / decodes.clip(lower=1)).round().astype(int),
         "num_samples": steps["num_samples"], "median_s": steps["duration_s"], "min_s": steps["duration_s"],
         "max_s": steps["duration_s"], "repeats": 1})[list(COLUMNS)]
-    return rows
 
 
 def add_run_rows(profile: Path, run_dir: Path, threads: int) -> int:

@@ -85,6 +85,16 @@ def shared_ray_instance(launcher: Launcher | None):
         ray.shutdown()
 
 
+def multirun(args: list[str], what: str) -> None:
+    """Run `bench.py -m <args>` from the project root; SweepError naming `what`, the
+    command and the end of its output if it fails."""
+    cmd = [sys.executable, str(ROOT / "bench.py"), "-m", *args]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SweepError(f"{what} failed (exit {res.returncode}); command: {' '.join(cmd)}\n"
+                         f"{(res.stdout + res.stderr)[-_TAIL_CHARS:]}")
+
+
 def sweep_summaries(overrides: list[str], key: str, values: list[float], out: Path,
                     launcher: Launcher) -> list[dict]:
     """bench.py's summary.json of each run of `overrides` with `key` set to each of
@@ -93,11 +103,7 @@ def sweep_summaries(overrides: list[str], key: str, values: list[float], out: Pa
         return []
     if len(set(values)) != len(values):
         raise ValueError(f"sweep of {key}: repeated values {values}")
-    cmd = [sys.executable, str(ROOT / "bench.py"), "-m", *overrides, f"{key}={','.join(repr(float(v)) for v in values)}",
-           f"hydra.sweep.dir={out.resolve()}", "hydra.sweep.subdir=${hydra.job.num}", "plots=false",
-           "progress=false", "~hydra.callbacks.compare", *launcher.hydra_overrides()]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SweepError(f"the sweep of {key} over {values} failed (exit {res.returncode}); command: "
-                         f"{' '.join(cmd)}\n{(res.stdout + res.stderr)[-_TAIL_CHARS:]}")
+    multirun([*overrides, f"{key}={','.join(repr(float(v)) for v in values)}", f"hydra.sweep.dir={out.resolve()}",
+              "hydra.sweep.subdir=${hydra.job.num}", "plots=false", "progress=false", "~hydra.callbacks.compare",
+              *launcher.hydra_overrides()], f"the sweep of {key} over {values}")
     return [json.loads((out / str(i) / "summary.json").read_text()) for i in range(len(values))]

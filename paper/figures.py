@@ -54,13 +54,9 @@ def rate_grid(runs: pd.DataFrame, panels: list[tuple[str, str]], metrics: list[s
     present = [(t, n) for t, n in panels if (data["tag"] == t).any()]
     if not present:
         return data
-    if columns is not None and len(metrics) == 1:
-        ncols = min(columns, len(present))
-        cells = [(k // ncols, k % ncols, metrics[0]) for k in range(len(present))]
-        nrows = -(-len(present) // ncols)
-    else:
-        ncols, nrows = len(present), len(metrics)
-        cells = None
+    wrap = columns is not None and len(metrics) == 1
+    ncols = min(columns, len(present)) if wrap else len(present)
+    nrows = -(-len(present) // ncols) if wrap else len(metrics)
     fig = Figure(figsize=(3.6 * ncols, 2.8 * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     with sns.axes_style("whitegrid"):
@@ -68,22 +64,21 @@ def rate_grid(runs: pd.DataFrame, panels: list[tuple[str, str]], metrics: list[s
     for k, (tag, name) in enumerate(present):
         panel = data[data["tag"] == tag]
         for i, metric in enumerate(metrics):
-            row, col, _ = cells[k] if cells else (i, k, metric)
+            row, col = divmod(k, ncols) if wrap else (i, k)
             ax = axes[row, col]
             sns.lineplot(panel, x="rate", y=metric, hue="label", style="label", markers=True, dashes=False,
                          ax=ax, legend=(row == 0 and col == ncols - 1))
             ax.set_xlabel("rate per GPU (req/s)" if row == nrows - 1 else "")
             ax.set_ylabel(METRIC_LABELS.get(metric, metric) if col == 0 else "")
-            if cells or i == 0:
+            if wrap or i == 0:
                 ax.set_title(name, fontsize=10)
             if metric == "attainment":
                 ax.set_ylim(-0.02, 1.02)
                 ax.axhline(0.9, color="grey", linestyle=":", linewidth=1)
             elif "ttft" in metric or "tpot" in metric:
                 ax.set_yscale("log")
-    for row, col in ((r, c) for r in range(nrows) for c in range(ncols)):
-        if cells and row * ncols + col >= len(present):
-            axes[row, col].set_visible(False)  # a short last row
+    for ax in axes.flat[len(present) if wrap else axes.size:]:
+        ax.set_visible(False)  # a short last row
     fig.suptitle(title)
     _save(fig, out_png)
     return data

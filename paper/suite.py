@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from harness.errors import USER_ERRORS
-from harness.sweep import LAUNCHERS, Launcher, shared_ray_instance
+from harness.sweep import LAUNCHERS, Launcher, multirun, shared_ray_instance
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "conf" / "experiment"
@@ -44,15 +42,9 @@ def ci_overrides(name: str) -> list[str]:
 
 
 def run_experiment(name: str, out_root: Path, scale: str, launcher: Launcher) -> float:
-    cmd = [sys.executable, "bench.py", "-m", f"experiment={name}", f"results_dir={out_root}",
-           *launcher.hydra_overrides()]
-    if scale == "ci":
-        cmd += ci_overrides(name)
+    args = [f"experiment={name}", f"results_dir={out_root}", *launcher.hydra_overrides()]
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.stderr.write(res.stdout[-3000:] + res.stderr[-5000:])
-        raise SystemExit(f"error: experiment {name} failed (exit {res.returncode}); command: {' '.join(cmd)}")
+    multirun(args + (ci_overrides(name) if scale == "ci" else []), f"experiment {name}")
     return time.perf_counter() - t0
 
 
@@ -94,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with shared_ray_instance(launcher) as used:  # a local Ray instance: one for every multirun
             run_all(names, out, args.scale, used, goodput=args.only is None)
-    except USER_ERRORS as err:  # a failed sweep names its command and output
+    except USER_ERRORS as err:  # a failed experiment or sweep names its command and output
         raise SystemExit(f"error: {err}") from None
     from paper.report import build
     build(out)
