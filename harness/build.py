@@ -66,7 +66,8 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
                                     "passive" if eng.design == "semipd" else "active", devices,
                                     cfg.executor.profile_scale, tp=eng.tp, block_size=eng.block_size_tokens)
     else:
-        cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp)
+        overhead = {} if cfg.executor.step_overhead_s is None else {"step_overhead_s": cfg.executor.step_overhead_s}
+        cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp, **overhead)
     return lambda: SimExecutor(cost)
 
 

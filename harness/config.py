@@ -51,6 +51,10 @@ class ExecutorConfig:
     # profiled: every step time x this, the machine's speed now against when it was profiled
     # (harness.fidelity measures it on anchor steps before each real run); 1 = as profiled.
     profile_scale: float = 1.0
+    # sim, roofline: host time added to every step (scheduling, input preparation, sampling);
+    # None = sim.cost_model.DEFAULT_STEP_OVERHEAD_S (1 ms). The paper report's capacity
+    # diagnostic varies it; it is never fitted.
+    step_overhead_s: float | None = None
     device: str = "cpu"              # torch
     dtype: str = "bfloat16"          # torch
     num_threads: int | None = None   # torch: None = all cores
@@ -89,6 +93,11 @@ class ExecutorConfig:
         check_choice("executor.share_model", self.share_model, tuple(SHARE_MODELS))
         check_choice("executor.cost_model", self.cost_model, COST_MODELS)
         check_number("executor.profile_scale", self.profile_scale, 0.0, lo_open=True)
+        if self.step_overhead_s is not None:
+            check_number("executor.step_overhead_s", self.step_overhead_s, 0.0)
+            if self.name != "sim" or self.cost_model != "roofline":
+                raise ConfigError("executor.step_overhead_s", "null unless executor=sim with cost_model=roofline "
+                                  "(a profile or a real engine measures its own host time)", self.step_overhead_s)
         if self.cost_model == "profiled" and not self.profile:
             raise ConfigError("executor.profile", "the path of a profile with executor.cost_model=profiled "
                               "(a CSV that python -m engines.torch.profiler model=... writes, or a directory "

@@ -1,6 +1,7 @@
 """Run every paper experiment (conf/experiment/fig*.yaml) as a Hydra multirun, on both
-cores (joblib launcher) or on Ray, then the goodput study under the same launcher, then
-build the figures and REPORT.md.
+cores (joblib launcher) or on Ray; then, for the rate-sweep figures, the rates where our
+systems cross their SLOs (paper/crossing.py) under the same launcher, the host-overhead
+diagnostic (paper/overhead.py) and the goodput study; then the figures and REPORT.md.
 
     python -m paper.suite                 # full scale (make paper)
     python -m paper.suite --scale ci      # reduced: fewer requests, first and last rate
@@ -10,7 +11,9 @@ build the figures and REPORT.md.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -18,10 +21,14 @@ from omegaconf import OmegaConf
 
 from harness.errors import USER_ERRORS
 from harness.sweep import LAUNCHERS, Launcher, multirun, shared_ray_instance
+from harness.versions import versions
+from metrics.results import atomic_write_text
+from paper import crossing, overhead
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "conf" / "experiment"
 CI_REQUESTS = 120
+OVERHEAD_BISECTIONS = {"full": 4, "ci": 1}
 
 
 def experiments(only: str | None) -> list[str]:
@@ -52,7 +59,26 @@ def run_all(names: list[str], out: Path, scale: str, launcher: Launcher, goodput
     for i, name in enumerate(names, 1):
         dt = run_experiment(name, out, scale, launcher)
         print(f"[{i}/{len(names)}] {name}: {dt:.1f} s", flush=True)
+    extra = [f"workload.num_requests={CI_REQUESTS}"] if scale == "ci" else []
+    swept = [n for n in names if n.startswith(crossing.CROSSING_FIGURES)]
+    if scale == "ci":  # one panel per figure: each probe or grid is a multirun's start-up
+        swept = [n for n in swept if n in {e for e, _ in overhead.PANELS.values()}]
+    found = []
+    for i, name in enumerate(swept, 1):
+        t0 = time.perf_counter()
+        c = crossing.find_crossing(name, EXPERIMENTS, out, launcher, extra)
+        found.append(c)
+        what = (f"our crossing range {c.lo:.4g}-{c.hi:.4g}, probes {c.probes}" if c.needed
+                else "every system crosses inside the paper's range")
+        print(f"[crossing {i}/{len(swept)}] {name}: {what}; {time.perf_counter() - t0:.1f} s", flush=True)
+    if found:
+        crossing.write(found, out)
     if goodput:
+        t0 = time.perf_counter()
+        findings = [overhead.diagnose(fig, EXPERIMENTS, out, extra, OVERHEAD_BISECTIONS[scale])
+                    for fig in overhead.PANELS]
+        overhead.write(findings, out)
+        print(f"host-overhead diagnostic: {time.perf_counter() - t0:.1f} s", flush=True)
         from paper.goodput_study import study
         t0 = time.perf_counter()
         # On this machine (joblib, basic) the study runs in this process: a multirun per
@@ -79,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     except USER_ERRORS as err:
         raise SystemExit(f"error: {err}") from None
     out = Path(args.out).resolve()
+    # Before the clean slate below deletes a committed report: its files must not make the
+    # tree look modified.
+    provenance = {"command": " ".join(["python -m paper.suite", *(argv if argv is not None else sys.argv[1:])]),
+                  "commit": versions()["git_commit"], "scale": args.scale, "launcher": args.launcher}
     if out.exists() and not args.keep and args.only is None:
         shutil.rmtree(out)  # a clean slate: the report reads every run below --out
     names = experiments(args.only)
@@ -88,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             run_all(names, out, args.scale, used, goodput=args.only is None)
     except USER_ERRORS as err:  # a failed experiment or sweep names its command and output
         raise SystemExit(f"error: {err}") from None
+    provenance["seconds"] = round(time.perf_counter() - t_all, 1)
+    atomic_write_text(out / "suite.json", json.dumps(provenance, indent=2))
     from paper.report import build
     build(out)
     print(f"paper suite ({args.scale}): {len(names)} experiments in {time.perf_counter() - t_all:.0f} s; "
