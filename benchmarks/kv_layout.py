@@ -40,7 +40,7 @@ RATIOS = (("real", "contiguous"), ("random", "contiguous"), ("in_run", "real"), 
 
 def relaid(plan, blocks_of):
     """`plan` with each sequence's block table replaced by blocks_of(number of blocks)."""
-    seqs = tuple(dataclasses.replace(s, block_ids=tuple(blocks_of(len(s.block_ids)))) for s in plan.seqs)
+    seqs = tuple(s._replace(block_ids=tuple(blocks_of(len(s.block_ids)))) for s in plan.seqs)
     return dataclasses.replace(plan, seqs=seqs)
 
 

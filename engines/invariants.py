@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from engines.blocks import BlockPool
 from engines.engine import Engine
 from engines.kv_ownership import InvariantViolation, check_pool_ownership, fail as _fail
-from engines.plan import StepPlan, StepResult
+from engines.plan import StepPlan, StepResult, shape_of
 from engines.request import Request, Status
 from engines.worker import Worker
 
@@ -146,6 +146,8 @@ class InvariantChecker:
                 num_prefill += seq.num_new_tokens
             else:
                 num_decode += seq.num_new_tokens
+        _require(plan.shape == shape_of(plan.seqs),
+                 f"{name}: the plan's sums {plan.shape} at {start_s} disagree with its seqs' {shape_of(plan.seqs)}")
         _require((num_prefill, num_decode) == (plan.num_prefill_tokens, plan.num_decode_tokens),
                  f"{name}: plan says {plan.num_prefill_tokens}+{plan.num_decode_tokens} tokens, "
                  f"its seqs {num_prefill}+{num_decode}")

@@ -28,10 +28,11 @@ from typing import Callable, Literal
 
 from engines.blocks import BlockPool
 from engines.policy_sglang import SGLangPolicy, default_max_running_requests
-from engines.plan import ScheduledSeq, StepPlan, StepResult
+from engines.plan import ScheduledSeq, StepPlan, StepResult, StepShape
 from engines.request import Request, Status
 
 Role = Literal["mixed", "prefill", "decode"]
+_new_tuple = tuple.__new__
 POLICIES = ("vllm", "sglang")
 PREEMPTION_MODES = ("recompute", "swap")
 
@@ -156,15 +157,22 @@ class Scheduler:
         """Schedule running requests in admission order, preempting from the back when
         KV runs out (the newest request is the cheapest to recompute)."""
         pool, running = self.pool, self.running
+        block_size, max_seqs = pool.block_size_tokens, self.config.max_num_seqs
         i = 0
-        while i < len(running) and budget > 0 and len(out) < self.config.max_num_seqs:
+        # Once per running request per step: the pending count and the room in its last
+        # block are read inline (no property or call) on the common path.
+        while i < len(running) and budget > 0 and len(out) < max_seqs:
             req = running[i]
-            n = min(req.num_pending_tokens, budget)
-            while not pool.ensure_capacity(req.block_ids, req.num_computed_tokens + n):
-                victim = running[-1]
-                self._preempt(victim)
-                if victim is req:
-                    return budget
+            n = req.prompt_len + req.num_output_tokens - req.num_computed_tokens
+            if n > budget:
+                n = budget
+            end = req.num_computed_tokens + n
+            if end > len(req.block_ids) * block_size:
+                while not pool.ensure_capacity(req.block_ids, end):
+                    victim = running[-1]
+                    self._preempt(victim)
+                    if victim is req:
+                        return budget
             out.append((req, n))
             budget -= n
             i += 1
@@ -224,19 +232,32 @@ class Scheduler:
 
     def _make_plan(self, scheduled: list[tuple[Request, int]]) -> StepPlan:
         seqs = []
-        num_prefill = num_decode = 0
+        p_pairs = p_kv = p_tok = p_ctx = d_pairs = d_kv = d_tok = d_ctx = samples = 0
         for req, n in scheduled:
             ctx = req.num_computed_tokens
-            is_prefill = n > 1 or req.num_output_tokens == 0
-            if is_prefill:
-                num_prefill += n
+            num_tokens = req.prompt_len + req.num_output_tokens
+            sample = ctx + n == num_tokens
+            samples += sample
+            if n <= 1 and req.num_output_tokens:  # a decode: n * ctx + n * (n + 1) // 2 pairs
+                d_pairs += n * (ctx + 1)
+                d_kv += ctx + n
+                d_tok += n
+                d_ctx += ctx
+                is_prefill = False
             else:
-                num_decode += n
+                p_pairs += n * ctx + n * (n + 1) // 2  # causal: token i sees ctx + i + 1 keys
+                p_kv += ctx + n
+                p_tok += n
+                p_ctx += ctx
+                is_prefill = True
             ids = req.token_ids[ctx:ctx + n] if req.token_ids is not None else None
-            seqs.append(ScheduledSeq(req.id, ctx, n, ctx + n == req.num_tokens, is_prefill,
-                                     req.block_ids, ids, req.temperature))
+            # tuple.__new__ with every field: the NamedTuple without its __new__'s keyword
+            # handling, half the cost of ScheduledSeq(...) (one per running request per step)
+            seqs.append(_new_tuple(ScheduledSeq, (req.id, ctx, n, sample, is_prefill, req.block_ids, ids,
+                                                  req.temperature)))
         self._inflight = [req for req, _ in scheduled]
-        return StepPlan(self.name, tuple(seqs), num_prefill, num_decode)
+        shape = StepShape(p_pairs, p_kv, p_tok, p_ctx, d_pairs, d_kv, d_tok, d_ctx, samples)
+        return StepPlan(self.name, tuple(seqs), p_tok, d_tok, shape)
 
     # ----- results ------------------------------------------------------------------
     def update(self, plan: StepPlan, result: StepResult, now_s: float) -> StepOutcome:

@@ -50,14 +50,9 @@ class Worker:
     def finish_step(self, plan: StepPlan, result: StepResult, start_s: float,
                     end_s: float) -> StepOutcome:
         self.busy = False
-        prefill_ctx = decode_ctx = samples = 0
-        for s in plan.seqs:
-            if s.is_prefill:
-                prefill_ctx += s.num_context_tokens
-            else:
-                decode_ctx += s.num_context_tokens
-            samples += s.samples
+        shape = plan.shape
         self.records.append(StepRecord(self.name, start_s, end_s - start_s, plan.num_prefill_tokens,
                                        plan.num_decode_tokens, plan.batch_size, self.share,
-                                       prefill_ctx, decode_ctx, samples))
+                                       shape.prefill_context_tokens, shape.decode_context_tokens,
+                                       shape.num_samples))
         return self.scheduler.update(plan, result, end_s)

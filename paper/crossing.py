@@ -58,13 +58,12 @@ def paper_rates(experiment_yaml: Path) -> list[float]:
 
 
 def curves(root: Path, tags: list[str]) -> dict[str, dict[float, float]]:
-    """{system label: {rate: attainment}} over the runs of these tags."""
-    runs = load_runs(root)
+    """{system label: {rate: attainment}} over the runs of these tags (root/<tag>/)."""
     out: dict[str, dict[float, float]] = {}
-    if runs.empty:
-        return out
-    for row in runs[runs["tag"].isin(tags)].itertuples():
-        out.setdefault(row.label, {})[round(float(row.rate), 9)] = float(row.attainment or 0.0)
+    for tag in tags:
+        runs = load_runs(root / tag)
+        for row in runs.itertuples():
+            out.setdefault(row.label, {})[round(float(row.rate), 9)] = float(row.attainment or 0.0)
     return out
 
 

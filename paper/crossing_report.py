@@ -40,16 +40,28 @@ def capacity_rows(runs: pd.DataFrame, crossings: dict[str, dict], panels: list[t
             gp = goodput_from_curve(g["rate"], g["attainment"].fillna(0.0), TARGET)
             goodputs[label] = (gp.rate, gp.bound)
         cells = [_goodput_cell(*goodputs[s]) if s in goodputs else "" for s in systems]
-        ratio = statistics.median(r for r, _ in goodputs.values()) / mid
+        ratio = _capacity_ratio(goodputs, mid)
         paper = f"{c['paper_rates'][0]:g}-{c['paper_rates'][-1]:g}"
         ours = f"{c['lo']:.4g}-{c['hi']:.4g}" if c["needed"] else "inside the paper's"
         probes = ", ".join(f"{p:g}" for p in c["probes"]) or "-"
-        rows.append([title, paper, ours, probes, *cells, f"{ratio:.2f}"])
+        rows.append([title, paper, ours, probes, *cells, ratio])
     if not rows:
         return ""
     head = ["panel", "paper's rates", "our crossing range", "probes", *[f"{s} goodput" for s in systems],
             "capacity vs paper"]
     return md_rows(head, rows)
+
+
+def _capacity_ratio(goodputs: dict[str, tuple[float, str]], paper_mid: float) -> str:
+    """Median goodput / the paper range's middle; with a bound in the median's place, the
+    ratio is a bound too, and with half or more systems missing at every rate, none."""
+    ordered = sorted(goodputs.values())
+    if sum(bound == "below" for _, bound in ordered) * 2 >= len(ordered):
+        return "n/a: SLO missed at every rate run"
+    rate = statistics.median(r for r, _ in ordered)
+    middle = {b for r, b in ordered if r == rate} or {ordered[len(ordered) // 2][1]}
+    prefix = ">= " if middle == {"at_least"} else "<= " if middle == {"below"} else ""
+    return f"{prefix}{rate / paper_mid:.2f}"
 
 
 def _goodput_cell(rate: float, bound: str) -> str:

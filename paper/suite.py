@@ -1,7 +1,8 @@
 """Run every paper experiment (conf/experiment/fig*.yaml) as a Hydra multirun, on both
 cores (joblib launcher) or on Ray; then, for the rate-sweep figures, the rates where our
-systems cross their SLOs (paper/crossing.py) under the same launcher, the host-overhead
-diagnostic (paper/overhead.py) and the goodput study; then the figures and REPORT.md.
+systems cross their SLOs (paper/crossing.py; on Ray under it, here two experiments at a
+time), the host-overhead diagnostic (paper/overhead.py) and the goodput study; then the
+figures and REPORT.md.
 
     python -m paper.suite                 # full scale (make paper)
     python -m paper.suite --scale ci      # reduced: fewer requests, first and last rate
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -63,14 +66,7 @@ def run_all(names: list[str], out: Path, scale: str, launcher: Launcher, goodput
     swept = [n for n in names if n.startswith(crossing.CROSSING_FIGURES)]
     if scale == "ci":  # one panel per figure: each probe or grid is a multirun's start-up
         swept = [n for n in swept if n in {e for e, _ in overhead.PANELS.values()}]
-    found = []
-    for i, name in enumerate(swept, 1):
-        t0 = time.perf_counter()
-        c = crossing.find_crossing(name, EXPERIMENTS, out, launcher, extra)
-        found.append(c)
-        what = (f"our crossing range {c.lo:.4g}-{c.hi:.4g}, probes {c.probes}" if c.needed
-                else "every system crosses inside the paper's range")
-        print(f"[crossing {i}/{len(swept)}] {name}: {what}; {time.perf_counter() - t0:.1f} s", flush=True)
+    found = find_crossings(swept, out, launcher, extra)
     if found:
         crossing.write(found, out)
     if goodput:
@@ -87,6 +83,27 @@ def run_all(names: list[str], out: Path, scale: str, launcher: Launcher, goodput
         # Ray may be a cluster: there the study's runs go too.
         study(scale, out, launcher if launcher.name == "ray" else None)
         print(f"goodput study: {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def find_crossings(names: list[str], out: Path, launcher: Launcher, extra: list[str]) -> list[crossing.Crossing]:
+    """paper/crossing.py for each experiment. On Ray, one after another, each probe and grid
+    a multirun whose runs Ray spreads. On this machine, `jobs` experiments at once, each
+    multirun under the basic launcher (its runs in one process): a crossing multirun has
+    1-5 runs per system, too few to pay joblib's worker start-up (README, "Paper reproduction")."""
+    def one(name: str) -> crossing.Crossing:
+        t0 = time.perf_counter()
+        c = crossing.find_crossing(name, EXPERIMENTS, out, inner, extra)
+        what = (f"our crossing range {c.lo:.4g}-{c.hi:.4g}, probes {c.probes}" if c.needed
+                else "every system crosses inside the paper's range")
+        print(f"[crossing] {name}: {what}; {time.perf_counter() - t0:.1f} s", flush=True)
+        return c
+
+    if launcher.name == "ray":
+        inner = launcher
+        return [one(name) for name in names]
+    inner = Launcher("basic")
+    with ThreadPoolExecutor(max_workers=launcher.jobs or os.cpu_count() or 1) as pool:
+        return list(pool.map(one, names))
 
 
 def main(argv: list[str] | None = None) -> None:

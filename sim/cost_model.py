@@ -169,21 +169,10 @@ class RooflineCostModel:
                      ) -> tuple[float, float, float, float, float]:
         """(token-proportional, prefill-attention, decode-attention) GPU seconds, the
         prefill fraction of the step's tokens, and the pipeline sends' seconds."""
-        p_pairs = p_kv = p_tok = d_pairs = d_kv = d_tok = 0
-        num_samples = 0
-        for s in plan.seqs:  # the only per-seq work: integer sums
-            new, ctx = s.num_new_tokens, s.num_context_tokens
-            pairs = new * ctx + new * (new + 1) // 2  # causal: token i sees ctx + i + 1 keys
-            if s.is_prefill:
-                p_pairs += pairs
-                p_kv += ctx + new
-                p_tok += new
-            else:
-                d_pairs += pairs
-                d_kv += ctx + new
-                d_tok += new
-            if s.samples:
-                num_samples += 1
+        shape = plan.shape  # the scheduler's sums over the seqs
+        p_pairs, p_kv, p_tok = shape.prefill_pairs, shape.prefill_kv_tokens, shape.prefill_tokens
+        d_pairs, d_kv, d_tok = shape.decode_pairs, shape.decode_kv_tokens, shape.decode_tokens
+        num_samples = shape.num_samples
         m = p_tok + d_tok
         if m == 0:
             return 0.0, 0.0, 0.0, 0.0, 0.0

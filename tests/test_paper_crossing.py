@@ -119,3 +119,12 @@ def test_capacity_table_is_computed_from_the_runs():
     assert cells[:6] == ["Panel X", "10-12", "12-40", "24", "22.5", "13"]
     assert float(cells[6]) == pytest.approx(((22.5 + 13) / 2) / 11, abs=0.005)
     assert re.search(r"capacity vs paper", table)
+
+
+def test_capacity_ratio_is_a_bound_or_absent_when_goodputs_are():
+    assert CR._capacity_ratio({"a": (5.0, "below"), "b": (5.0, "below"), "c": (20.0, "crossing")}, 10.0) \
+        == "n/a: SLO missed at every rate run"
+    assert CR._capacity_ratio({"a": (40.0, "at_least"), "b": (40.0, "at_least"), "c": (20.0, "crossing")},
+                              10.0) == ">= 4.00"
+    assert CR._capacity_ratio({"a": (15.0, "crossing"), "b": (30.0, "crossing"), "c": (20.0, "crossing")},
+                              10.0) == "2.00"

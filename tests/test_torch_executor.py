@@ -78,7 +78,7 @@ def test_a_request_temperature_overrides_the_executors(model):
 
     def tokens(sampling, temps):
         ex = TorchExecutor(model, num_blocks=8, block_size=16, sampling=sampling)
-        seqs = [dataclasses.replace(prefill(r, prompts[r], [r]), temperature=t) for r, t in enumerate(temps)]
+        seqs = [prefill(r, prompts[r], [r])._replace(temperature=t) for r, t in enumerate(temps)]
         return ex.execute(plan(*seqs)).sampled_token_ids
     greedy_all = tokens(Sampling(0.0), [None] * 4)
     sampled_all = tokens(Sampling(1.0, seed=5), [None] * 4)
