@@ -47,10 +47,6 @@ class Crossing:
     grid: list[float]
     needed: bool  # False: every system crossed inside the paper's range
 
-    @property
-    def tag(self) -> str:
-        return self.experiment + OURS
-
 
 def paper_rates(experiment_yaml: Path) -> list[float]:
     params = OmegaConf.load(experiment_yaml).hydra.sweeper.params
