@@ -122,9 +122,18 @@ def _alive(pid):
         return False
 
 
+def _left_in_shm(before: set[str], pids: list[int]) -> set[str]:
+    """/dev/shm entries that appeared since `before`, except torch segments of processes
+    other than `pids` (torch names a segment torch_<creator pid>_...): a torch test in the
+    other xdist worker may hold one for a moment (seen once in make test, 2026-12-07)."""
+    ours = {str(p) for p in pids}
+    return {n for n in set(os.listdir("/dev/shm")) - before
+            if not (n.startswith("torch_") and n.split("_")[1] not in ours)}
+
+
 def _serve_then(tmp_path, checkpoint, interrupt):
     """Start a semi-PD run, wait until it serves, call interrupt(proc, worker pids), and
-    return (returncode, stderr, seconds from the interrupt to exit, worker pids)."""
+    return (returncode, stderr, seconds from the interrupt to exit, worker pids + the driver's)."""
     cmd = [sys.executable, "bench.py", *COMMON, f"model.checkpoint={checkpoint}", "engine=semipd",
            "engine.semipd.controller=static", "workload.num_requests=400", "workload.rate=20",
            "workload.output_len=50", "check_integrity=false", f"hydra.run.dir={tmp_path}"]
@@ -145,7 +154,7 @@ def _serve_then(tmp_path, checkpoint, interrupt):
         interrupt(proc, workers)
         start = time.monotonic()
         _, stderr = proc.communicate(timeout=60)
-        return proc.returncode, stderr, time.monotonic() - start, workers
+        return proc.returncode, stderr, time.monotonic() - start, workers + [proc.pid]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -155,32 +164,32 @@ def _serve_then(tmp_path, checkpoint, interrupt):
 @pytest.mark.xdist_group("bounded_exit")  # an exit bound: never beside a server (tests/test_serve.py)
 def test_a_killed_worker_fails_the_run_naming_it_and_leaves_nothing_behind(checkpoint, tmp_path):
     shm_before = set(os.listdir("/dev/shm"))
-    code, stderr, exit_s, workers = _serve_then(tmp_path, checkpoint,
-                                                lambda proc, workers: os.kill(workers[0], signal.SIGKILL))
+    code, stderr, exit_s, pids = _serve_then(tmp_path, checkpoint,
+                                             lambda proc, workers: os.kill(workers[0], signal.SIGKILL))
     assert exit_s < 15
     assert code == 1, stderr[-2000:]
     assert "Traceback" not in stderr and "killed by signal 9" in stderr
     assert "worker process prefill0" in stderr or "worker process decode0" in stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "WorkerDied" in summary["failure"] and summary["num_requests"] == 400
-    assert not any(_alive(p) for p in workers)
-    assert set(os.listdir("/dev/shm")) <= shm_before
+    assert not any(_alive(p) for p in pids)
+    assert not _left_in_shm(shm_before, pids)
 
 
 @pytest.mark.xdist_group("bounded_exit")  # an exit bound: never beside a server (tests/test_serve.py)
 def test_ctrl_c_stops_the_run_keeps_results_and_reaps_every_worker(checkpoint, tmp_path):
     shm_before = set(os.listdir("/dev/shm"))
     # Ctrl-C in a terminal signals the whole foreground process group: driver and workers.
-    code, stderr, exit_s, workers = _serve_then(tmp_path, checkpoint,
-                                                lambda proc, workers: os.killpg(proc.pid, signal.SIGINT))
+    code, stderr, exit_s, pids = _serve_then(tmp_path, checkpoint,
+                                             lambda proc, workers: os.killpg(proc.pid, signal.SIGINT))
     # ~10 s alone; 28-30 s twice in the full 2-worker suite of 2026-12-06 (cause not found yet).
     assert exit_s < 45
     assert code == 130 and "interrupted; results so far" in stderr and "Traceback" not in stderr, stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "KeyboardInterrupt" in summary["failure"] and 0 < summary["num_finished"] < 400
     assert summary["num_finished"] + summary["num_rejected"] == 400  # the rest: unfinished, with a reason
-    assert not any(_alive(p) for p in workers)
-    assert set(os.listdir("/dev/shm")) <= shm_before
+    assert not any(_alive(p) for p in pids)
+    assert not _left_in_shm(shm_before, pids)
 
 
 def test_stress_both_semipd_workers_over_a_small_pool(checkpoint, tmp_path):
