@@ -18,7 +18,7 @@ from engines.unified import build_unified
 from harness.config import RunConfig
 from semipd.controller import SLO
 from semipd.engine import build_semipd
-from sim.cost_model import RooflineCostModel
+from sim.cost_model import DEFAULT_STEP_OVERHEAD_S, RooflineCostModel
 from sim.executor import SimExecutor
 from sim.memory import estimate_activation_reserve_bytes, kv_bytes_per_block_per_gpu, kv_capacity_blocks
 from sim.specs import HardwareSpec, get_hardware, get_model
@@ -66,8 +66,9 @@ def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
                                     "passive" if eng.design == "semipd" else "active", devices,
                                     cfg.executor.profile_scale, tp=eng.tp, block_size=eng.block_size_tokens)
     else:
-        overhead = {} if cfg.executor.step_overhead_s is None else {"step_overhead_s": cfg.executor.step_overhead_s}
-        cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp, **overhead)
+        overhead_s = cfg.executor.step_overhead_s
+        cost = RooflineCostModel(model, hw, tp=eng.tp, share_model=cfg.executor.share_model, pp=eng.pp,
+                                 step_overhead_s=DEFAULT_STEP_OVERHEAD_S if overhead_s is None else overhead_s)
     return lambda: SimExecutor(cost)
 
 
