@@ -29,7 +29,12 @@ def assert_rounds_alike(fused, ref, dtype, max_differing=0.01):
         torch.testing.assert_close(fused, ref, rtol=2e-6, atol=1e-7)
         return
     steps = bf16_steps_apart(fused, ref)
-    assert int(steps.max()) <= 1
+    # Both sides round twice (e.g. x * rsqrt(var) to bf16, then * w). A last-bit difference in
+    # an fp32 intermediate (torch's reduction order differs between AVX2 and AVX-512 builds)
+    # can put the first rounding on the other side of a boundary, two steps apart in the end:
+    # seen once in 1,048,576 values on an AVX2-only EPYC (each side one step from exact).
+    assert int(steps.max()) <= 2
+    assert int((steps > 1).sum()) <= max(1, steps.numel() // 100_000)
     assert float((steps > 0).float().mean()) <= max_differing
 
 
