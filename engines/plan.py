@@ -72,6 +72,10 @@ class StepPlan:
     num_decode_tokens: int
     # The scheduler's sums over `seqs` (the invariant checker compares them); None: from seqs.
     precomputed_shape: StepShape | None = None
+    # Decodes in the step but not listed in `seqs`, only counted in `precomputed_shape`: a
+    # simulated scheduler with lazy decodes (engines/lazy_decodes.py) hands an executor that
+    # reads only the shape (SimExecutor.plan_shape_only) its steady decodes as sums.
+    num_lazy_decodes: int = 0
 
     @property
     def shape(self) -> StepShape:
@@ -79,7 +83,7 @@ class StepPlan:
 
     @property
     def batch_size(self) -> int:
-        return len(self.seqs)
+        return len(self.seqs) + self.num_lazy_decodes
 
     @property
     def num_tokens(self) -> int:

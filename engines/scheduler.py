@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from engines.blocks import BlockPool
+from engines.lazy_decodes import LazyDecodes
 from engines.policy_sglang import SGLangPolicy, default_max_running_requests
 from engines.plan import ScheduledSeq, StepPlan, StepResult, StepShape
 from engines.request import Request, Status
@@ -100,6 +101,20 @@ class Scheduler:
                 raise ValueError(f"scheduler '{name}': policy=sglang schedules a unified (mixed) "
                                  f"worker, not role '{role}'")
             self.sglang = SGLangPolicy(self, self._sglang_max_running())
+        self.lazy: LazyDecodes | None = None
+
+    def enable_lazy_decodes(self) -> bool:
+        """Advance steady decodes as one cohort (engines/lazy_decodes.py): for simulation with
+        an executor that reads only the plan's shape. Not with policy=sglang (its own
+        batching) or aborts (a server's). True if enabled."""
+        if self.sglang is None and self.lazy is None:
+            self.lazy = LazyDecodes(self)
+        return self.lazy is not None
+
+    def sync(self) -> None:
+        """Bring every request's fields up to date (lazy decodes lag while in the cohort)."""
+        if self.lazy is not None:
+            self.lazy.dissolve()
 
     # ----- intake -------------------------------------------------------------------
     def rejection_reason(self, req: Request) -> str | None:
@@ -137,19 +152,22 @@ class Scheduler:
         """Decide the next step, taking KV blocks for it; None if nothing can run now."""
         budget = self.config.max_num_batched_tokens
         scheduled: list[tuple[Request, int]] = []
+        lazy = self.lazy
+        if lazy is not None:
+            lazy.in_step = 0
         if self.sglang is not None:
             scheduled = self.sglang.schedule(now_s)
         elif self.role == "decode":
             self._schedule_running(budget, scheduled)
         elif self.config.chunked_prefill:
             budget = self._schedule_running(budget, scheduled)
-            if len(scheduled) == len(self.running):  # no preemption this step
+            if len(scheduled) + (lazy.in_step if lazy else 0) == len(self.running):  # no preemption
                 self._admit_waiting(budget, scheduled, now_s)
         else:  # prefill_first
             self._admit_waiting(budget, scheduled, now_s)
             if not scheduled and self.role == "mixed":
                 self._schedule_running(budget, scheduled)
-        if not scheduled:
+        if not scheduled and not (lazy and lazy.in_step):
             return None
         return self._make_plan(scheduled)
 
@@ -159,6 +177,10 @@ class Scheduler:
         pool, running = self.pool, self.running
         block_size, max_seqs = pool.block_size_tokens, self.config.max_num_seqs
         i = 0
+        if self.lazy is not None:  # the cohort is running[:i], all decodes: one token each
+            i = self.lazy.take(budget, max_seqs)
+            budget -= i
+            max_seqs -= i
         # Once per running request per step: the pending count and the room in its last
         # block are read inline (no property or call) on the common path.
         while i < len(running) and budget > 0 and len(out) < max_seqs:
@@ -256,8 +278,13 @@ class Scheduler:
             seqs.append(_new_tuple(ScheduledSeq, (req.id, ctx, n, sample, is_prefill, req.block_ids, ids,
                                                   req.temperature)))
         self._inflight = [req for req, _ in scheduled]
+        num_lazy = self.lazy.in_step if self.lazy is not None else 0
+        if num_lazy:
+            sums = [d_pairs, d_kv, d_tok, d_ctx, samples]
+            self.lazy.add_shape(sums)
+            d_pairs, d_kv, d_tok, d_ctx, samples = sums
         shape = StepShape(p_pairs, p_kv, p_tok, p_ctx, d_pairs, d_kv, d_tok, d_ctx, samples)
-        return StepPlan(self.name, tuple(seqs), p_tok, d_tok, shape)
+        return StepPlan(self.name, tuple(seqs), p_tok, d_tok, shape, num_lazy)
 
     # ----- results ------------------------------------------------------------------
     def update(self, plan: StepPlan, result: StepResult, now_s: float) -> StepOutcome:
@@ -265,6 +292,10 @@ class Scheduler:
         outcome = StepOutcome([], [])
         tokens = result.sampled_token_ids
         k = 0
+        if plan.num_lazy_decodes:  # the cohort is the front of the plan
+            if tokens is not None:
+                raise RuntimeError(f"scheduler '{self.name}': lazy decodes with an executor that samples tokens")
+            self.lazy.step_done(now_s, outcome.finished)
         for seq, req in zip(plan.seqs, self._inflight):
             req.num_computed_tokens += seq.num_new_tokens
             token = None
@@ -288,12 +319,16 @@ class Scheduler:
         self._inflight = []
         if outcome.finished or outcome.handed_off:
             self.running = [r for r in self.running if r.status is Status.RUNNING]
+        if self.lazy is not None:
+            self.lazy.join()
         return outcome
 
     def abort(self, req: Request, now_s: float) -> bool:
         """Finish `req` as aborted (finish_reason "abort") and free its blocks, if it is queued
         or running here between steps; a request in the step being computed is finished when
         the step ends (`update`). False if this scheduler does not hold it."""
+        if self.lazy is not None:
+            raise RuntimeError(f"scheduler '{self.name}': abort with lazy decodes (a simulation-only mode)")
         req.abort_requested = True
         if req in self._inflight:
             return True

@@ -5,10 +5,10 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from engines.disagg import DisaggEngine
 from engines.engine import Engine, finalize_unfinished
@@ -20,8 +20,9 @@ from harness.build import build_engine
 from harness.config import RunConfig
 from harness.versions import versions
 from semipd.engine import SemiPDEngine
-from metrics.results import token_times_frame, write_run_dir
+from metrics.results import token_times_table, write_run_dir
 from metrics.summary import summarize
+from metrics.table import Table
 from sim.loop import VirtualLoop
 from workloads.config import build_workload
 
@@ -67,21 +68,24 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
     _set_stop_tokens(cfg, engine, requests)
     for req in requests:
         loop.at(req.arrival_s, partial(engine.submit, req))
+    _use_lazy_decodes(cfg, engine)
     failure: BaseException | None = None
     with _progress(cfg, len(requests), engine):
         try:
             end_s = loop.run(on_event=_integrity_checker(engine) if cfg.check_integrity else None)
         except (WorkerError, KeyboardInterrupt) as err:  # keep what finished, then fail
             failure, end_s = err, loop.now_s
+    for worker in engine.workers:  # lazy decodes lag in their fields until synced
+        worker.scheduler.sync()
     num_unfinished = finalize_unfinished(requests, end_s)
-    steps = sorted((r for w in engine.workers for r in w.records), key=lambda r: (r.start_s, r.worker))
+    steps = sorted((r for w in engine.workers for r in w.records), key=attrgetter("start_s", "worker"))
     summary = _summary(cfg, engine, workload, requests, num_unfinished)
     if failure is not None:
         summary["failure"] = f"{type(failure).__name__}: {failure}"
     extras = _extra_frames(engine)
     save_times = cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim"
     if save_times:
-        extras["token_times"] = token_times_frame(requests)
+        extras["token_times"] = token_times_table(requests)
     write_run_dir(run_dir, config_yaml=config_yaml or _yaml(cfg), requests=requests, steps=steps,
                   summary=summary, extra_csvs=extras)
     if failure is not None:
@@ -90,9 +94,21 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
         from metrics.plots import plot_run, run_frames
         from metrics.timeline_plot import plot_timelines
         plot_run(run_frames(summary, requests, steps), run_dir / "latency.png")
-        plot_timelines(extras["kv_usage"], extras.get("partition"), run_dir / "timeline.png",
+        partition = extras["partition"].to_frame() if "partition" in extras else None
+        plot_timelines(extras["kv_usage"].to_frame(), partition, run_dir / "timeline.png",
                        title=f"{summary['engine_label']} | {cfg.model.name} | {cfg.workload.rate} req/s/GPU")
     return RunResult(summary, requests, steps, run_dir)
+
+
+def _use_lazy_decodes(cfg: RunConfig, engine: Engine) -> bool:
+    """Simulated steady decodes advance as one cohort (engines/lazy_decodes.py; same results,
+    O(steps) instead of O(tokens)) when every executor reads only the plan's sums. Not
+    with check_integrity: its checker inspects every seq of every step."""
+    if cfg.executor.name != "sim" or cfg.check_integrity:
+        return False
+    if not all(getattr(w.executor, "plan_shape_only", False) for w in engine.workers):
+        return False
+    return all([w.scheduler.enable_lazy_decodes() for w in engine.workers])  # every one tried
 
 
 def _set_stop_tokens(cfg: RunConfig, engine: Engine, requests: list[Request]) -> None:
@@ -111,17 +127,17 @@ def _set_stop_tokens(cfg: RunConfig, engine: Engine, requests: list[Request]) ->
         req.stop_token_ids = eos
 
 
-def _extra_frames(engine: Engine) -> dict[str, pd.DataFrame]:
-    kv = pd.DataFrame(engine.kv.series, columns=["time_s", "pool", "used_blocks"])
+def _extra_frames(engine: Engine) -> dict[str, Table]:
     sizes = {p.name: p.num_blocks for p in engine.pools}
-    kv["used_fraction"] = kv["used_blocks"] / kv["pool"].map(sizes)
-    out = {"kv_usage": kv}
+    out = {"kv_usage": Table(("time_s", "pool", "used_blocks", "used_fraction"),
+                             [(t, pool, used, used / sizes[pool]) for t, pool, used in engine.kv.series])}
     transfers = [t for p in getattr(engine, "parts", [engine]) if isinstance(p, DisaggEngine) for t in p.transfers]
     if transfers:  # one row per P -> D KV transfer: bytes and time per request
-        out["kv_transfers"] = pd.DataFrame([dataclasses.asdict(t) for t in transfers])
+        out["kv_transfers"] = Table(tuple(f.name for f in dataclasses.fields(transfers[0])),
+                                    [dataclasses.astuple(t) for t in transfers])
     semipd = [p for p in getattr(engine, "parts", [engine]) if isinstance(p, SemiPDEngine)]
     if semipd:  # every semi-PD group of a run switches together; the first one stands for all
-        out["partition"] = pd.DataFrame(semipd[0].timeline, columns=["time_s", "device", "x_pct", "y_pct"])
+        out["partition"] = Table(("time_s", "device", "x_pct", "y_pct"), semipd[0].timeline)
     return out
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from engines.errors import UserError
 from engines.plan import StepRecord
 from engines.request import Request
 from metrics.definitions import compute_request_metrics
 from metrics.summary import json_safe
+from metrics.table import FLOAT_FORMAT, Table
+
+if TYPE_CHECKING:  # pandas is imported where frames are made or read, not to write a run
+    import pandas as pd
 
 # Contract columns first, in this order; the rest are conveniences for analysis.
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -31,46 +34,52 @@ STEP_COLUMNS: tuple[str, ...] = (
 _STRING_COLUMNS = ("status", "finish_reason", "reject_reason", "source", "worker")
 TOKEN_TIMES_FILE = "token_times.csv"
 _RESERVED = ("config.yaml", "requests.csv", "steps.csv", "summary.json")
-# Fixed float format: identical runs give byte-identical files (and diffs stay readable).
-# 9 significant digits keep 1 us resolution up to 1000 s into a run.
-FLOAT_FORMAT = "%.9g"
 
 
-def requests_frame(requests: Sequence[Request], tpot_definition: str = "vllm") -> pd.DataFrame:
+def requests_table(requests: Sequence[Request], tpot_definition: str = "vllm") -> Table:
     """One row per request, columns `REQUEST_COLUMNS`; latencies from `metrics.definitions`."""
     m = compute_request_metrics(requests, tpot_definition)
-    return pd.DataFrame({
-        "id": [r.id for r in requests],
-        "arrival_s": m.arrival_s,
-        "prompt_len": m.prompt_len,
-        "output_len": [r.output_len for r in requests],
-        "first_token_s": m.first_token_s,
-        "finish_s": [float("nan") if r.finish_s is None else r.finish_s for r in requests],
-        "num_preemptions": [r.num_preemptions for r in requests],
-        "status": [getattr(r.status, "value", r.status) for r in requests],
-        "num_output_tokens": [r.num_output_tokens for r in requests],
-        "ttft_s": m.ttft_s, "tpot_s": m.tpot_s, "e2e_s": m.e2e_s,
+    columns = (
+        [r.id for r in requests],
+        m.arrival_s.tolist(),
+        m.prompt_len.tolist(),
+        [r.output_len for r in requests],
+        m.first_token_s.tolist(),
+        [float("nan") if r.finish_s is None else r.finish_s for r in requests],
+        [r.num_preemptions for r in requests],
+        [getattr(r.status, "value", r.status) for r in requests],
+        [r.num_output_tokens for r in requests],
+        m.ttft_s.tolist(), m.tpot_s.tolist(), m.e2e_s.tolist(),
         # "length" (output_len reached) | "stop" (a stop/EOS id); "" unless finished
-        "finish_reason": [r.finish_reason for r in requests],
-        "reject_reason": [r.reject_reason for r in requests],
-        "source": [r.source for r in requests],
-    }, columns=list(REQUEST_COLUMNS))
+        [r.finish_reason for r in requests],
+        [r.reject_reason for r in requests],
+        [r.source for r in requests],
+    )
+    return Table(REQUEST_COLUMNS, list(zip(*columns)))
 
 
-def token_times_frame(requests: Sequence[Request]) -> pd.DataFrame:
+def requests_frame(requests: Sequence[Request], tpot_definition: str = "vllm") -> "pd.DataFrame":
+    return requests_table(requests, tpot_definition).to_frame()
+
+
+def token_times_table(requests: Sequence[Request]) -> Table:
     """`token_times.csv`: per request (`id`), its output tokens' times in seconds,
     space-separated, in FLOAT_FORMAT like requests.csv (1 us resolution up to 1000 s)."""
-    return pd.DataFrame({"id": [r.id for r in requests],
-                         "token_times_s": [" ".join(FLOAT_FORMAT % t for t in r.token_times_s)
-                                           for r in requests]})
+    return Table(("id", "token_times_s"),
+                 [(r.id, " ".join(FLOAT_FORMAT % t for t in r.token_times_s)) for r in requests])
 
 
-def load_token_times(run_dir: str | os.PathLike, requests: pd.DataFrame) -> list[list[float]] | None:
+def token_times_frame(requests: Sequence[Request]) -> "pd.DataFrame":
+    return token_times_table(requests).to_frame()
+
+
+def load_token_times(run_dir: str | os.PathLike, requests: "pd.DataFrame") -> list[list[float]] | None:
     """`token_times.csv` of a run directory, in the order of `requests` (its requests.csv);
     None without the file. Raises UserError if the file disagrees with requests.csv."""
     path = Path(run_dir) / TOKEN_TIMES_FILE
     if not path.exists():
         return None
+    import pandas as pd
     frame = pd.read_csv(path, keep_default_na=False, dtype={"token_times_s": str})
     by_id = {int(i): [float(x) for x in s.split()] for i, s in zip(frame["id"], frame["token_times_s"])}
     times = [by_id.get(int(i), []) for i in requests["id"]]
@@ -80,36 +89,43 @@ def load_token_times(run_dir: str | os.PathLike, requests: pd.DataFrame) -> list
     return times
 
 
-def steps_frame(steps: Sequence[StepRecord]) -> pd.DataFrame:
+_STEP_FIELDS = attrgetter(*STEP_COLUMNS)
+
+
+def steps_table(steps: Sequence[StepRecord]) -> Table:
     """One row per worker step, columns `STEP_COLUMNS`."""
-    rows = [tuple(getattr(s, c) for c in STEP_COLUMNS) for s in steps]
-    return pd.DataFrame.from_records(rows, columns=list(STEP_COLUMNS))
+    return Table(STEP_COLUMNS, list(map(_STEP_FIELDS, steps)))
+
+
+def steps_frame(steps: Sequence[StepRecord]) -> "pd.DataFrame":
+    return steps_table(steps).to_frame()
 
 
 def write_run_dir(run_dir: str | os.PathLike, *, config_yaml: str,
                   requests: Sequence[Request], steps: Sequence[StepRecord],
                   summary: Mapping[str, Any],
-                  extra_csvs: Mapping[str, pd.DataFrame] | None = None) -> Path:
+                  extra_csvs: "Mapping[str, Table | pd.DataFrame] | None" = None) -> Path:
     """Write a run directory; every file atomically. Returns the directory's path.
 
-    `extra_csvs` maps a file name (".csv" added if missing) to a frame, e.g. controller
-    share traces. TPOT in `requests.csv` uses `summary["tpot_definition"]` so the
-    files agree with each other.
+    `extra_csvs` maps a file name (".csv" added if missing) to a Table or a DataFrame, e.g.
+    controller share traces. TPOT in `requests.csv` uses `summary["tpot_definition"]` so
+    the files agree with each other.
     """
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     tpot_definition = summary.get("tpot_definition", "vllm")
     atomic_write_text(out / "config.yaml", config_yaml)
-    atomic_write_text(out / "requests.csv", frame_to_csv(requests_frame(requests, tpot_definition)))
-    atomic_write_text(out / "steps.csv", frame_to_csv(steps_frame(steps)))
+    atomic_write_text(out / "requests.csv", requests_table(requests, tpot_definition).csv_text())
+    atomic_write_text(out / "steps.csv", steps_table(steps).csv_text())
     for name, frame in (extra_csvs or {}).items():
-        atomic_write_text(out / _extra_csv_name(name), frame_to_csv(frame))
+        text = frame.csv_text() if isinstance(frame, Table) else frame_to_csv(frame)
+        atomic_write_text(out / _extra_csv_name(name), text)
     text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
     atomic_write_text(out / "summary.json", text)
     return out
 
 
-def frame_to_csv(frame: pd.DataFrame) -> str:
+def frame_to_csv(frame: "pd.DataFrame") -> str:
     return frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
 
 
@@ -141,7 +157,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def load_run_dir(run_dir: str | os.PathLike) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+def load_run_dir(run_dir: str | os.PathLike) -> "tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]":
     """(summary, requests, steps) of a run directory; empty strings stay '' (not NaN)."""
     d = Path(run_dir)
     missing = [f for f in ("summary.json", "requests.csv", "steps.csv") if not (d / f).is_file()]
@@ -151,7 +167,8 @@ def load_run_dir(run_dir: str | os.PathLike) -> tuple[dict[str, Any], pd.DataFra
     return summary, _read_csv(d / "requests.csv"), _read_csv(d / "steps.csv")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path) -> "pd.DataFrame":
+    import pandas as pd
     # Only an empty field is missing: a source or worker called "NA" stays a string.
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     for col in _STRING_COLUMNS:

@@ -100,8 +100,11 @@ class SemiPDEngine(Engine):
         after every decode step (where the original calls `replan`)."""
         now = self.loop.now_s
         latency_s = now - start_s
+        busy = self._busy_s
         for seq in plan.seqs:
-            self._busy_s[seq.request_id] = self._busy_s.get(seq.request_id, 0.0) + latency_s
+            busy[seq.request_id] = busy.get(seq.request_id, 0.0) + latency_s
+        for req in worker.scheduler.running[:plan.num_lazy_decodes]:  # lazy decodes: the front
+            busy[req.id] = busy.get(req.id, 0.0) + latency_s
         outcome = worker.finish_step(plan, result, start_s, now)
         prefill_switching = self._prefill_switching()
         if worker is self.devices[worker.device].prefill:

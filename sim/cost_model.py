@@ -92,6 +92,9 @@ def ring_all_reduce_s(num_bytes: float, tp: int, hw: HardwareSpec) -> float:
     return hw.interconnect_latency_s + 2.0 * (tp - 1) / tp * num_bytes / link_s
 
 
+_PER_TOKENS_CACHE = 65536  # entries (~10 MB at most): token counts x shares
+
+
 class RooflineCostModel:
     """`step_time_s(plan, share)`: predicted duration of `plan` on one TP x PP group."""
 
@@ -120,6 +123,10 @@ class RooflineCostModel:
         self._send_bytes_per_token = PP_TENSORS_PER_TOKEN * model.hidden * model.dtype_bytes
         self._pp_link = (pp_link_bytes_s, pp_link_latency_s)
         self._ideal: RooflineCostModel | None = None
+        # (tokens, compute fraction, bandwidth fraction) -> (rates, dense layer s, MoE layer s,
+        # embedding s): steps repeat token counts (a chunked step fills its budget), so the
+        # GEMM and elementwise part of a step is looked up, not recomputed (same floats).
+        self._per_tokens: dict[tuple[int, float, float], tuple] = {}
 
     def _init_step_constants(self, m: ModelSpec, tp: int) -> None:
         b = m.dtype_bytes
@@ -176,14 +183,21 @@ class RooflineCostModel:
         m = p_tok + d_tok
         if m == 0:
             return 0.0, 0.0, 0.0, 0.0, 0.0
-        r = self._rates(compute_frac, bw_frac)
         ops = self._ops
-        common = self._common_layer_s(m, r)
-        dense = common + self._mlp_s(m, ops.dense_gemms, ops.dense_elementwise, r)
-        moe = (common + self._moe_mlp_s(m, r)) if ops.experts else 0.0
+        key = (m, compute_frac, bw_frac)
+        per_tokens = self._per_tokens.get(key)
+        if per_tokens is None:  # a function of the token count and share alone: computed once
+            if len(self._per_tokens) >= _PER_TOKENS_CACHE:
+                self._per_tokens.clear()
+            r = self._rates(compute_frac, bw_frac)
+            common = self._common_layer_s(m, r)
+            dense = common + self._mlp_s(m, ops.dense_gemms, ops.dense_elementwise, r)
+            moe = (common + self._moe_mlp_s(m, r)) if ops.experts else 0.0
+            per_tokens = self._per_tokens[key] = (r, dense, moe, self._embed_bytes_per_token * m / r[3])
+        r, dense, moe, embed = per_tokens
         pa = self._attention_s(p_pairs, p_kv, p_tok, ops.prefill_attention, r)
         da = self._attention_s(d_pairs, d_kv, d_tok, ops.decode_attention, r)
-        once = (self._embed_bytes_per_token * m / r[3], self._head_s(m, num_samples, r))
+        once = (embed, self._head_s(m, num_samples, r))
         send = 0.0
         if self.pp > 1:
             link_bytes_s, link_latency_s = self._pp_link

@@ -10,6 +10,9 @@ class SimExecutor:
 
     def __init__(self, cost_model: RooflineCostModel) -> None:
         self.cost_model = cost_model
+        # The roofline reads only a plan's sums (StepPlan.shape), so a scheduler may hand it
+        # steady decodes as sums (engines/lazy_decodes.py); profiled models read every seq.
+        self.plan_shape_only = type(cost_model) is RooflineCostModel
 
     def execute(self, plan: StepPlan, share: float) -> StepResult:
         return StepResult(duration_s=self.cost_model.step_time_s(plan, share))

@@ -171,3 +171,12 @@ def test_semipd_holds_one_weight_copy_and_disagg_two():
     two_copies = kv_capacity_blocks(model, hw, tp=1, activation_reserve_bytes=2 * reserve, num_weight_copies=2)
     assert semipd.pools[0].num_blocks > two_copies
     assert all(p.num_blocks == kv_capacity_blocks(model, hw, tp=1) for p in disagg.pools)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_no_config_sets_hydra_mode(experiment):
+    """bench.py skips Hydra's first compose, which only reads hydra.mode (bench._compose_once):
+    that is right only while no config sets it, so -m alone decides run or multirun."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert cfg.hydra.mode is None

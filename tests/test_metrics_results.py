@@ -142,3 +142,23 @@ def test_metrics_never_import_the_harness():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("rows", [
+    [(1, 0.1, "a", True, None), (2, float("nan"), 'say "hi", then go', False, 3.0)],
+    [(10**12, 1e-7, "", True, float("inf")), (-3, 123456.789012345, "line\nbreak", False, -0.0)],
+    [],
+])
+def test_table_text_is_what_pandas_writes(rows):
+    """The run path writes CSVs without pandas (metrics/table.py); the text must be the
+    bytes pandas' to_csv gave for the same rows (the result-file contract did not move)."""
+    from metrics.results import frame_to_csv
+    from metrics.table import Table
+    table = Table(("id", "x_s", "label", "flag", "maybe_s"), rows)
+    assert table.csv_text() == frame_to_csv(table.to_frame())
+    reqs, steps = make_run()
+    from metrics.results import requests_frame, requests_table, steps_frame, steps_table
+    assert requests_table(reqs).csv_text() == frame_to_csv(requests_frame(reqs))
+    assert steps_table(steps).csv_text() == frame_to_csv(pd.DataFrame.from_records(
+        [tuple(getattr(s, c) for c in STEP_COLUMNS) for s in steps], columns=list(STEP_COLUMNS)))
+    assert steps_frame(steps).shape == (len(steps), len(STEP_COLUMNS))
