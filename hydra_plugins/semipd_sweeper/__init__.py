@@ -1,0 +1,1 @@
+"""The project's Hydra sweeper (conf/hydra/sweeper/covering.yaml)."""
