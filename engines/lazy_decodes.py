@@ -54,7 +54,6 @@ class LazyDecodes:
         members cross into; returns how many it took (0 after dissolving it when it does
         not fit the budget, the seq cap or the free blocks: the eager path decides then)."""
         n = self.count
-        self.in_step = 0
         if not n:
             return 0
         pool = self.sched.pool
@@ -73,16 +72,9 @@ class LazyDecodes:
         self.in_step = n
         return n
 
-    def add_shape(self, sums: list[int]) -> None:
-        """Add the cohort's decodes (one new token each, all sampling) to the step's sums
-        [decode pairs, decode KV tokens, decode tokens, decode context tokens, samples]."""
-        n = self.in_step
-        ctx = self._ctx_base + n * self.steps
-        sums[0] += ctx + n  # a decode at context c attends to c + 1 keys
-        sums[1] += ctx + n
-        sums[2] += n
-        sums[3] += ctx
-        sums[4] += n
+    def context_tokens(self) -> int:
+        """The members' context tokens summed, in the step being planned."""
+        return self._ctx_base + self.count * self.steps
 
     # ----- results ------------------------------------------------------------------
     def step_done(self, now_s: float, finished: list[Request]) -> None:

@@ -279,10 +279,13 @@ class Scheduler:
                                                   req.temperature)))
         self._inflight = [req for req, _ in scheduled]
         num_lazy = self.lazy.in_step if self.lazy is not None else 0
-        if num_lazy:
-            sums = [d_pairs, d_kv, d_tok, d_ctx, samples]
-            self.lazy.add_shape(sums)
-            d_pairs, d_kv, d_tok, d_ctx, samples = sums
+        if num_lazy:  # the cohort: one new token each, all sampling
+            ctx = self.lazy.context_tokens()
+            d_pairs += ctx + num_lazy  # a decode at context c attends to c + 1 keys
+            d_kv += ctx + num_lazy
+            d_tok += num_lazy
+            d_ctx += ctx
+            samples += num_lazy
         shape = StepShape(p_pairs, p_kv, p_tok, p_ctx, d_pairs, d_kv, d_tok, d_ctx, samples)
         return StepPlan(self.name, tuple(seqs), p_tok, d_tok, shape, num_lazy)
 

@@ -68,7 +68,9 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
     _set_stop_tokens(cfg, engine, requests)
     for req in requests:
         loop.at(req.arrival_s, partial(engine.submit, req))
-    _use_lazy_decodes(cfg, engine)
+    if _lazy_decodes_apply(cfg, engine):
+        for worker in engine.workers:
+            worker.scheduler.enable_lazy_decodes()
     failure: BaseException | None = None
     with _progress(cfg, len(requests), engine):
         try:
@@ -82,7 +84,7 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
     summary = _summary(cfg, engine, workload, requests, num_unfinished)
     if failure is not None:
         summary["failure"] = f"{type(failure).__name__}: {failure}"
-    extras = _extra_frames(engine)
+    extras = _extra_tables(engine)
     save_times = cfg.save_token_times if cfg.save_token_times is not None else cfg.executor.name != "sim"
     if save_times:
         extras["token_times"] = token_times_table(requests)
@@ -100,15 +102,12 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
     return RunResult(summary, requests, steps, run_dir)
 
 
-def _use_lazy_decodes(cfg: RunConfig, engine: Engine) -> bool:
+def _lazy_decodes_apply(cfg: RunConfig, engine: Engine) -> bool:
     """Simulated steady decodes advance as one cohort (engines/lazy_decodes.py; same results,
     O(steps) instead of O(tokens)) when every executor reads only the plan's sums. Not
     with check_integrity: its checker inspects every seq of every step."""
-    if cfg.executor.name != "sim" or cfg.check_integrity:
-        return False
-    if not all(getattr(w.executor, "plan_shape_only", False) for w in engine.workers):
-        return False
-    return all([w.scheduler.enable_lazy_decodes() for w in engine.workers])  # every one tried
+    return (cfg.executor.name == "sim" and not cfg.check_integrity
+            and all(getattr(w.executor, "plan_shape_only", False) for w in engine.workers))
 
 
 def _set_stop_tokens(cfg: RunConfig, engine: Engine, requests: list[Request]) -> None:
@@ -127,7 +126,7 @@ def _set_stop_tokens(cfg: RunConfig, engine: Engine, requests: list[Request]) ->
         req.stop_token_ids = eos
 
 
-def _extra_frames(engine: Engine) -> dict[str, Table]:
+def _extra_tables(engine: Engine) -> dict[str, Table]:
     sizes = {p.name: p.num_blocks for p in engine.pools}
     out = {"kv_usage": Table(("time_s", "pool", "used_blocks", "used_fraction"),
                              [(t, pool, used, used / sizes[pool]) for t, pool, used in engine.kv.series])}

@@ -30,7 +30,7 @@ def _run(overrides, path, lazy: bool, monkeypatch):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = OmegaConf.to_object(compose("config", overrides=overrides + SMALL))
     if not lazy:
-        monkeypatch.setattr(harness_run, "_use_lazy_decodes", lambda cfg, engine: False)
+        monkeypatch.setattr(harness_run, "_lazy_decodes_apply", lambda cfg, engine: False)
     peak = []
     join = LazyDecodes.join
 
