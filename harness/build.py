@@ -182,6 +182,14 @@ def _build_sim(cfg: RunConfig, loop: Loop) -> Engine:
     return ClusterEngine(cfg.engine.name, parts)
 
 
+def sim_reads_slo(cfg: RunConfig) -> bool:
+    """Whether simulating `cfg` depends on its SLO: only a semi-PD SLO-aware controller
+    reads it (build_semipd's `slo` below); every other use is in the summary, after the run.
+    A cluster's parts share `cfg.engine.semipd`. Checked per engine by tests/test_sim_cache.py."""
+    designs = [p.design for p in cfg.engine.parts] if cfg.engine.design == "cluster" else [cfg.engine.design]
+    return "semipd" in designs and cfg.engine.semipd.controller != "static"
+
+
 def _build_one(cfg: RunConfig, eng: EngineConfig, loop: Loop) -> Engine:
     model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
     # semi-PD: one weight copy, but each of the two workers needs its own activations.

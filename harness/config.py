@@ -164,6 +164,10 @@ class RunConfig:
     # vLLM export, metrics/export_vllm.py). None = real executors only: it is ~2 MB per 1000
     # ShareGPT requests, too much for every point of a simulated sweep.
     save_token_times: bool | None = None
+    # executor=sim, plots=false: a directory where runs that differ only in what the
+    # simulation never reads (tag, an SLO no controller reads) share one simulation, the
+    # later ones copying the first one's files (harness/sim_cache.py). paper.suite sets it.
+    sim_cache_dir: str | None = None
 
     def validate(self) -> None:
         """Raise ConfigError naming the first option outside its allowed range. The
@@ -172,6 +176,9 @@ class RunConfig:
         self.executor.validate()
         self.slo.validate()
         check_choice("rate_unit", self.rate_unit, RATE_UNITS)
+        if self.sim_cache_dir is not None and (self.executor.name != "sim" or self.plots):
+            raise ConfigError("sim_cache_dir", "null unless executor=sim with plots=false (a reused run "
+                              "keeps no token gaps to plot, and a real run is never reused)", self.sim_cache_dir)
         if self.executor.name == "sim":
             self._validate_sim_specs()
         if self.executor.name == "http" and self.engine.design == "cluster":

@@ -17,11 +17,13 @@ from engines.plan import StepRecord
 from engines.request import Request
 from engines.wallclock import WallClockLoop
 from harness.build import build_engine
+from harness import sim_cache
 from harness.config import RunConfig
 from harness.versions import versions
 from semipd.engine import SemiPDEngine
-from metrics.results import token_times_table, write_run_dir
-from metrics.summary import summarize
+from metrics.definitions import compute_request_metrics
+from metrics.results import atomic_write_text, token_times_table, write_run_dir, write_summary
+from metrics.summary import json_safe, slo_summary, summarize
 from metrics.table import Table
 from sim.loop import VirtualLoop
 from workloads.config import build_workload
@@ -51,6 +53,10 @@ def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> RunResult:
     if cfg.executor.name == "http":  # an external server is the engine
         from harness.http_run import run_http
         return run_http(cfg, Path(run_dir), config_yaml or _yaml(cfg))
+    if cfg.sim_cache_dir is not None:  # executor=sim (validated)
+        entry = sim_cache.lookup(cfg.sim_cache_dir, sim_cache.key(cfg))
+        if entry is not None:
+            return _reuse(cfg, entry, Path(run_dir), config_yaml)
     loop = VirtualLoop() if cfg.executor.name == "sim" else WallClockLoop()
     engine = build_engine(cfg, loop)
     try:
@@ -92,6 +98,9 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
                   summary=summary, extra_csvs=extras)
     if failure is not None:
         raise failure
+    if cfg.sim_cache_dir is not None:
+        metrics = compute_request_metrics(requests, summary["tpot_definition"])
+        sim_cache.store(cfg.sim_cache_dir, sim_cache.key(cfg), run_dir, summary, metrics)
     if cfg.plots:  # seaborn and matplotlib load only here: ~0.4 s of a short run's start-up
         from metrics.plots import plot_run, run_frames
         from metrics.timeline_plot import plot_timelines
@@ -100,6 +109,22 @@ def _run(cfg: RunConfig, engine: Engine, loop, run_dir: Path, config_yaml: str) 
         plot_timelines(extras["kv_usage"].to_frame(), partition, run_dir / "timeline.png",
                        title=f"{summary['engine_label']} | {cfg.model.name} | {cfg.workload.rate} req/s/GPU")
     return RunResult(summary, requests, steps, run_dir)
+
+
+def _reuse(cfg: RunConfig, entry: sim_cache.Entry, run_dir: Path, config_yaml: str) -> RunResult:
+    """A run whose simulation an earlier one of the study did (harness/sim_cache.py): its
+    files, this run's config, tag, SLO attainment and versions. RunResult.requests and .steps
+    are empty: the run directory holds them."""
+    sim_cache.copy_results(entry, run_dir)
+    summary = dict(entry.summary)
+    summary["tag"] = cfg.tag
+    summary |= json_safe(slo_summary(entry.metrics, cfg.slo.ttft_target_s, cfg.slo.tpot_target_s,
+                                     summary["duration_s"]))
+    summary["versions"] = versions()
+    atomic_write_text(run_dir / "config.yaml", config_yaml or _yaml(cfg))
+    write_summary(run_dir, summary)
+    log.info("simulation reused from %s", entry.run_dir)
+    return RunResult(summary, [], [], run_dir)
 
 
 def _lazy_decodes_apply(cfg: RunConfig, engine: Engine) -> bool:

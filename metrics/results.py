@@ -120,9 +120,14 @@ def write_run_dir(run_dir: str | os.PathLike, *, config_yaml: str,
     for name, frame in (extra_csvs or {}).items():
         text = frame.csv_text() if isinstance(frame, Table) else frame_to_csv(frame)
         atomic_write_text(out / _extra_csv_name(name), text)
-    text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
-    atomic_write_text(out / "summary.json", text)
+    write_summary(out, summary)
     return out
+
+
+def write_summary(run_dir: str | os.PathLike, summary: Mapping[str, Any]) -> None:
+    """`summary.json`, written last: its presence marks a complete run directory."""
+    text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
+    atomic_write_text(Path(run_dir) / "summary.json", text)
 
 
 def frame_to_csv(frame: "pd.DataFrame") -> str:

@@ -32,7 +32,7 @@ def summarize(requests: Sequence[Request], *, slo_ttft_s: float | None,
     metrics = {
         **_counts_and_throughput(m, duration_s),
         **_latency_stats(m, percentiles),
-        **_slo_section(m, slo_ttft_s, slo_tpot_s, duration_s),
+        **slo_summary(m, slo_ttft_s, slo_tpot_s, duration_s),
         "tpot_definition": tpot_definition,
         "rejected_reasons": _rejected_reasons(requests),
     }
@@ -79,8 +79,9 @@ def _latency_stats(m: RequestMetrics, percentiles: Sequence[float]) -> dict[str,
     }
 
 
-def _slo_section(m: RequestMetrics, slo_ttft_s: float | None, slo_tpot_s: float | None,
-                 duration_s: float | None) -> dict[str, Any]:
+def slo_summary(m: RequestMetrics, slo_ttft_s: float | None, slo_tpot_s: float | None,
+                duration_s: float | None) -> dict[str, Any]:
+    """The summary's SLO keys; reads m's ttft_s, tpot_s and finished only."""
     ok = slo_masks(m, slo_ttft_s, slo_tpot_s)
     return {
         "slo": {"ttft_s": slo_ttft_s, "tpot_s": slo_tpot_s},

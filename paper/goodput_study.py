@@ -25,7 +25,7 @@ SLO_SCALE_RATE = 14.0  # per GPU: inside the paper's 10-16.5 range for this pane
 PLANS = {"full": (1000, 5, 4, (6.0, 46.0)), "ci": (120, 3, 1, (6.0, 46.0))}
 
 
-def study(scale: str, out: Path, launcher: Launcher | None = None) -> dict:
+def study(scale: str, out: Path, launcher: Launcher | None = None, overrides: list[str] = ()) -> dict:
     num_requests, grid, bisect, (lo, hi) = PLANS[scale]
     result = {"setup": {"model": "llama3_8b", "hardware": "a100_80g", "workload": "sharegpt",
                         "slo": "llama3_8b_sharegpt_tight", "num_requests": num_requests,
@@ -33,7 +33,7 @@ def study(scale: str, out: Path, launcher: Launcher | None = None) -> dict:
                         "slo_scale_rate": SLO_SCALE_RATE},
               "goodput": {}, "slo_scale": {}}
     for system in SYSTEMS:
-        evaluator = Evaluator([f"engine={system}", f"workload.num_requests={num_requests}", *BASE],
+        evaluator = Evaluator([f"engine={system}", f"workload.num_requests={num_requests}", *BASE, *overrides],
                               out / "goodput_runs" / system, launcher)
         g = evaluator.goodput(lo, hi, num_grid=grid, num_bisect=bisect)
         label = evaluator.cfg.engine.label

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "conf" / "experiment"
 CI_REQUESTS = 120
 OVERHEAD_BISECTIONS = {"full": 4, "ci": 1}
+SIM_CACHE = ".sim_cache"  # under --out, removed when the suite ends
 
 
 def experiments(only: str | None) -> list[str]:
@@ -51,8 +52,15 @@ def ci_overrides(name: str) -> list[str]:
     return out
 
 
+def sim_cache(out: Path) -> list[str]:
+    """Every run of the suite shares one simulation cache (harness/sim_cache.py): Fig. 12's
+    8B and 70B panels are Fig. 15's tight ones, and Fig. 15's loose and tight panels differ
+    only in the SLO, which only the semi-PD controller reads (42 % of the suite's runs)."""
+    return [f"sim_cache_dir={out / SIM_CACHE}"]
+
+
 def run_experiment(name: str, out_root: Path, scale: str, launcher: Launcher) -> float:
-    args = [f"experiment={name}", f"results_dir={out_root}", *launcher.hydra_overrides()]
+    args = [f"experiment={name}", f"results_dir={out_root}", *launcher.hydra_overrides(), *sim_cache(out_root)]
     t0 = time.perf_counter()
     multirun(args + (ci_overrides(name) if scale == "ci" else []), f"experiment {name}")
     return time.perf_counter() - t0
@@ -62,7 +70,7 @@ def run_all(names: list[str], out: Path, scale: str, launcher: Launcher, goodput
     for i, name in enumerate(names, 1):
         dt = run_experiment(name, out, scale, launcher)
         print(f"[{i}/{len(names)}] {name}: {dt:.1f} s", flush=True)
-    extra = [f"workload.num_requests={CI_REQUESTS}"] if scale == "ci" else []
+    extra = ([f"workload.num_requests={CI_REQUESTS}"] if scale == "ci" else []) + sim_cache(out)
     swept = [n for n in names if n.startswith(crossing.CROSSING_FIGURES)]
     if scale == "ci":  # one panel per figure: each probe or grid is a multirun's start-up
         swept = [n for n in swept if n in {e for e, _ in overhead.PANELS.values()}]
@@ -81,7 +89,7 @@ def run_all(names: list[str], out: Path, scale: str, launcher: Launcher, goodput
         # sequential bisection costs more start-up than the parallel grid saves (full scale,
         # 2 cores: 147.5 s under joblib with 2 jobs vs 79.3 s in process, the same goodput.json).
         # Ray may be a cluster: there the study's runs go too.
-        study(scale, out, launcher if launcher.name == "ray" else None)
+        study(scale, out, launcher if launcher.name == "ray" else None, sim_cache(out))
         print(f"goodput study: {time.perf_counter() - t0:.1f} s", flush=True)
 
 
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
             run_all(names, out, args.scale, used, goodput=args.only is None)
     except USER_ERRORS as err:  # a failed experiment or sweep names its command and output
         raise SystemExit(f"error: {err}") from None
+    finally:
+        shutil.rmtree(out / SIM_CACHE, ignore_errors=True)
     provenance["seconds"] = round(time.perf_counter() - t_all, 1)
     atomic_write_text(out / "suite.json", json.dumps(provenance, indent=2))
     from paper.report import build
