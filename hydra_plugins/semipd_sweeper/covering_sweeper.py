@@ -8,13 +8,19 @@ the check cost a multirun a fifth of its time (cProfile of a 25-run Fig. 15 mult
 batch (each `key=value`) appears at least once, e.g. 5 of a 5 engines x 5 rates grid: a bad
 value anywhere in a sweep still fails before any run starts. Only an error that needs two
 swept values together (none of our configs has one) would surface when its job launches,
-as a failure of that job. `hydra/sweeper=basic` restores Hydra's own check.
+as a failure of that job. The launcher then composes each job through memo_loader.py, which
+reuses an earlier job's composition when only plain values differ. `hydra/sweeper=basic`
+restores Hydra's own check and composition.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from hydra_plugins.semipd_sweeper.memo_loader import MemoSweepConfigLoader
 
 
 def covering_jobs(batch: Sequence[Sequence[str]]) -> list[Sequence[str]]:
@@ -31,5 +37,11 @@ def covering_jobs(batch: Sequence[Sequence[str]]) -> list[Sequence[str]]:
 
 
 class CoveringSweeper(BasicSweeper):
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # The launcher composes each job through this loader (memo_loader.py).
+        memo = HydraContext(config_loader=MemoSweepConfigLoader(hydra_context.config_loader),
+                            callbacks=hydra_context.callbacks)
+        super().setup(hydra_context=memo, task_function=task_function, config=config)
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         super().validate_batch_is_legal(covering_jobs(batch))
