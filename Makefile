@@ -50,9 +50,10 @@ baseline: $(STAMP)
 setup: $(STAMP)
 
 # The semi-PD paper's evaluation on the simulator: figures + REPORT.md in results/paper/.
+# LAUNCHER=basic (default) runs two experiments at a time on this machine;
 # LAUNCHER=ray runs it on a local Ray instance; PAPER_ARGS="--launcher-override
 # hydra.launcher.ray.init.address=auto" on a cluster (README, "Sweeps on a Ray cluster").
-LAUNCHER ?= joblib
+LAUNCHER ?= basic
 PAPER_ARGS ?=
 paper: $(STAMP)
 	$(BIN)/python -m paper.suite --launcher $(LAUNCHER) $(PAPER_ARGS)

@@ -20,6 +20,9 @@ from engines.errors import ConfigError, UserError
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHERS = ("joblib", "ray", "basic")
 _TAIL_CHARS = 4000
+# A study's multiruns skip the comparison figure of each multirun (harness/callbacks.py): the
+# study draws its own, and importing the plotting stack costs ~1.2 s per multirun here.
+NO_COMPARE = "~hydra.callbacks.compare"
 
 
 class SweepError(UserError):
@@ -104,6 +107,6 @@ def sweep_summaries(overrides: list[str], key: str, values: list[float], out: Pa
     if len(set(values)) != len(values):
         raise ValueError(f"sweep of {key}: repeated values {values}")
     multirun([*overrides, f"{key}={','.join(repr(float(v)) for v in values)}", f"hydra.sweep.dir={out.resolve()}",
-              "hydra.sweep.subdir=${hydra.job.num}", "plots=false", "progress=false", "~hydra.callbacks.compare",
+              "hydra.sweep.subdir=${hydra.job.num}", "plots=false", "progress=false", NO_COMPARE,
               *launcher.hydra_overrides()], f"the sweep of {key} over {values}")
     return [json.loads((out / str(i) / "summary.json").read_text()) for i in range(len(values))]

@@ -13,6 +13,12 @@ there is a set of flat lines. After an experiment's paper-range runs, `find_cros
    90 %, hi = the highest of the systems' first misses; runs the paper's number of rates
    evenly over [lo, hi]; then once more over the narrower [lo, hi] those runs give.
 
+Two cases have nothing to find, and stop early: halving the rate raised no system's
+attainment (its misses do not come from load - e.g. Llama-3.1-405B, whose unloaded TPOT is
+above its SLO's: more halvings would only simulate ever longer runs), and no system both
+meets and then misses the SLO over the rates run (no bracket: no grid; the report shows
+the probes).
+
 The runs go to <out>/<experiment>_ours/ (tag <experiment>_ours) under the suite's launcher,
 and <out>/crossing.json records the range and the probes for the report.
 """
@@ -25,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from harness.sweep import Launcher, multirun
+from harness.sweep import NO_COMPARE, Launcher, multirun
 from metrics.goodput import goodput_from_curve
 from metrics.results import atomic_write_text
 from paper.collect import load_runs
@@ -100,7 +106,7 @@ def find_crossing(experiment: str, experiments_dir: Path, out: Path, launcher: L
     points = curves(out, tags)
     if _crossed_inside(points):
         return Crossing(experiment, rates, rates[0], rates[-1], [], [], needed=False)
-    base = [f"experiment={experiment}", f"results_dir={out}", f"tag={experiment}{OURS}",
+    base = [f"experiment={experiment}", f"results_dir={out}", f"tag={experiment}{OURS}", NO_COMPARE,
             *launcher.hydra_overrides(), *extra]
 
     def run(new: list[float]) -> None:
@@ -108,6 +114,7 @@ def find_crossing(experiment: str, experiments_dir: Path, out: Path, launcher: L
 
     probes: list[float] = []
     for direction, limit in ((2.0, MAX_UP), (0.5, MAX_DOWN)):
+        before: dict[str, float] = {}
         for _ in range(limit):
             points = curves(out, tags)
             edge = max if direction > 1 else min
@@ -116,6 +123,9 @@ def find_crossing(experiment: str, experiments_dir: Path, out: Path, launcher: L
                 break
             if direction < 1 and all(a >= TARGET for a in at_edge.values()):
                 break
+            if direction < 1 and before and all(a <= before.get(label, 1.0) for label, a in at_edge.items()):
+                break  # the last halving helped no system
+            before = at_edge
             rate = float(_fmt(edge(edge(c) for c in points.values()) * direction))
             run([rate])
             probes.append(rate)
@@ -124,9 +134,10 @@ def find_crossing(experiment: str, experiments_dir: Path, out: Path, launcher: L
     for _ in range(2):  # a grid over the probes' bracket, then one over the bracket it leaves
         points = curves(out, tags)
         bracket = crossing_range(points)
-        if bracket is None:  # no system both meets and misses the SLO within the probes: show what ran
+        if bracket is None:  # no system both meets and misses the SLO: nothing to locate; show what ran
             every = sorted({r for c in points.values() for r in c})
-            bracket = (every[0], every[-1])
+            lo, hi = every[0], every[-1]
+            break
         if bracket == (lo, hi):
             break
         lo, hi = bracket

@@ -49,7 +49,9 @@ def _jobs(experiment: str) -> list[list[str]]:
 def test_memo_composition_equals_hydras_for_every_job(experiment):
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
     memo = MemoSweepConfigLoader(loader)
-    master = loader.load_configuration("config", overrides=[f"experiment={experiment}"], run_mode=RunMode.MULTIRUN)
+    # a hydra override that interpolates a job's value, as harness/sweep.py gives
+    master = loader.load_configuration("config", overrides=[f"experiment={experiment}", "hydra.sweep.subdir=${hydra.job.num}"],
+                                       run_mode=RunMode.MULTIRUN)
     jobs = _jobs(experiment) + [["engine=unified", "workload.rate=3", "+x=1"], ["~tag", "workload.rate=2"],
                                 ["workload.rate=5", "engine=unified", "slo.scale=2"]]
     for job in jobs:

@@ -162,3 +162,19 @@ def test_table_text_is_what_pandas_writes(rows):
     assert steps_table(steps).csv_text() == frame_to_csv(pd.DataFrame.from_records(
         [tuple(getattr(s, c) for c in STEP_COLUMNS) for s in steps], columns=list(STEP_COLUMNS)))
     assert steps_frame(steps).shape == (len(steps), len(STEP_COLUMNS))
+
+
+@pytest.mark.parametrize("rows, one_format", [
+    ([("w0", 0.1, 3, 1e-7, -0.0), ("decode1", 12345.6789, -2, float("inf"), 2.5)], True),
+    ([("w0", 0.1, 3, 1e-7, 1.0), ("w 1", 0.2, 10**20, 1e300, 0.0)], True),
+    ([("w,0", 0.1, 3, 1.0, 1.0), ("w1", 0.2, 4, 1.0, 1.0)], False),  # quoted
+    ([("w0", 0.1, 3, 1.0, 1.0), ("w1", float("nan"), 4, 1.0, 1.0)], False),  # NaN is empty
+    ([("w0", 0.1, 3, 1.0, 1.0), ("w1", 0.2, True, 1.0, 1.0)], False),  # bool is True
+    ([("w0", 0.1, 3, 1.0, 1.0), ("w1", 0.2, 4, 1, 1.0)], False),  # int among floats
+])
+def test_table_one_format_per_row_writes_what_pandas_writes(rows, one_format):
+    from metrics.results import frame_to_csv
+    from metrics.table import Table, _row_format
+    table = Table(("worker", "start_s", "n", "x", "share"), rows)
+    assert (_row_format(rows, 5) is not None) == one_format
+    assert table.csv_text() == frame_to_csv(table.to_frame())

@@ -69,6 +69,27 @@ def test_probes_down_when_our_capacity_is_lower(monkeypatch, tmp_path):
     assert (c.lo, c.hi) == (2.5, 7.5)
 
 
+def test_stops_probing_down_when_halving_helps_no_system_and_runs_no_grid(monkeypatch, tmp_path):
+    # a misses at every rate (not from load: 0.3 everywhere); b meets nothing either
+    seen = {"a": {r: 0.3 for r in (10.0, 12.0, 14.0, 16.0)}, "b": {r: 0.0 for r in (10.0, 12.0, 14.0, 16.0)}}
+    calls = fake_suite(monkeypatch, {"a": 0.0, "b": 0.0}, seen)
+    monkeypatch.setattr(crossing, "curves", lambda out, tags: {"a": {r: 0.3 for r in seen["a"]},
+                                                                "b": {r: 0.0 for r in seen["b"]}})
+    c = crossing.find_crossing("figX", EXPERIMENTS, tmp_path, Launcher("basic"), [])
+    assert calls == [[5.0]] and c.probes == [5.0]  # 5 helped nobody: no 2.5, no grid
+    assert (c.lo, c.hi, c.grid) == (5.0, 16.0, [])
+
+
+def test_keeps_probing_down_while_halving_helps_some_system(monkeypatch, tmp_path):
+    seen = {"a": {r: 0.5 for r in (10.0, 12.0, 14.0, 16.0)}}
+    calls = fake_suite(monkeypatch, {"a": 0.0}, seen)
+    better = {5.0: 0.6, 2.5: 0.95}
+    monkeypatch.setattr(crossing, "curves", lambda out, tags: {"a": {**seen["a"], **{
+        r: better[r] for r in better if [r] in calls}}})
+    c = crossing.find_crossing("figX", EXPERIMENTS, tmp_path, Launcher("basic"), [])
+    assert c.probes == [5.0, 2.5] and c.lo == 2.5  # 5 helped (0.5 -> 0.6), 2.5 meets it
+
+
 def test_no_runs_when_every_system_crosses_inside_the_papers_range(monkeypatch, tmp_path):
     caps = {"a": 11.0, "b": 13.0}
     seen = {k: {r: step_curve(cap)(r) for r in (10.0, 12.0, 14.0, 16.0)} for k, cap in caps.items()}

@@ -45,7 +45,8 @@ class MemoSweepConfigLoader:
         return getattr(self._inner, name)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        hydra_overrides = list(master_config.hydra.overrides.hydra)
+        # unresolved, as Hydra reads them: `hydra.sweep.subdir=${hydra.job.num}` has no job yet
+        hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)
         parsed = OverridesParser.create().parse_overrides(hydra_overrides + list(sweep_overrides))
         values = [o for o in parsed if self._plain_value(o)]
         plain = {id(o) for o in values}
