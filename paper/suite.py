@@ -22,11 +22,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from harness.callbacks import sweep_size
 from harness.errors import USER_ERRORS
 from harness.sweep import LAUNCHERS, NO_COMPARE, Launcher, multirun, shared_ray_instance
 from harness.versions import versions
 from metrics.results import atomic_write_text
 from paper import crossing, overhead
+from paper.progress import PhaseProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "conf" / "experiment"
@@ -67,20 +69,31 @@ def run_experiment(name: str, out_root: Path, scale: str, launcher: Launcher) ->
     return time.perf_counter() - t0
 
 
+def sweep_runs(name: str, scale: str) -> int | None:
+    """How many runs the experiment's multirun makes at this scale."""
+    params = OmegaConf.load(EXPERIMENTS / f"{name}.yaml").hydra.sweeper.params
+    task = ci_overrides(name) if scale == "ci" else []
+    return sweep_size(OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": task}}}))
+
+
 def run_experiments(names: list[str], out: Path, scale: str, launcher: Launcher) -> None:
     """Each experiment a multirun. Under `basic` (the default), `jobs` experiments at once,
     each multirun's runs one after another in its own process; under joblib or Ray, one
     experiment after another, its runs spread over joblib's workers or Ray's. Here `basic`
     is faster: joblib's workers start afresh for every multirun, and a multirun's start-up
     and end leave a core idle (full scale, 2 cores: 154 s for `make paper` against 196 s)."""
-    if launcher.name != "basic":
-        for i, name in enumerate(names, 1):
-            print(f"[{i}/{len(names)}] {name}: {run_experiment(name, out, scale, launcher):.1f} s", flush=True)
-        return
-    with ThreadPoolExecutor(max_workers=launcher.jobs or os.cpu_count() or 1) as pool:
-        times = pool.map(lambda name: run_experiment(name, out, scale, launcher), names)
-        for i, (name, dt) in enumerate(zip(names, times), 1):
-            print(f"[{i}/{len(names)}] {name}: {dt:.1f} s", flush=True)
+    sizes = [sweep_runs(name, scale) for name in names]
+    total = None if None in sizes else sum(sizes)
+    with PhaseProgress("paper runs", total, "run", len(names), [out / name for name in names]) as progress:
+        def one(name: str) -> None:
+            progress.finished(f"{name}: {run_experiment(name, out, scale, launcher):.1f} s")
+
+        if launcher.name != "basic":
+            for name in names:
+                one(name)
+            return
+        with ThreadPoolExecutor(max_workers=launcher.jobs or os.cpu_count() or 1) as pool:
+            list(pool.map(one, names))
 
 
 def run_all(names: list[str], out: Path, scale: str, launcher: Launcher, goodput: bool) -> None:
@@ -118,15 +131,16 @@ def find_crossings(names: list[str], out: Path, launcher: Launcher, extra: list[
         c = crossing.find_crossing(name, EXPERIMENTS, out, inner, extra)
         what = (f"our crossing range {c.lo:.4g}-{c.hi:.4g}, probes {c.probes}" if c.needed
                 else "every system crosses inside the paper's range")
-        print(f"[crossing] {name}: {what}; {time.perf_counter() - t0:.1f} s", flush=True)
+        progress.finished(f"crossing {name}: {what}; {time.perf_counter() - t0:.1f} s")
         return c
 
-    if launcher.name == "ray":
-        inner = launcher
-        return [one(name) for name in names]
-    inner = Launcher("basic")
-    with ThreadPoolExecutor(max_workers=launcher.jobs or os.cpu_count() or 1) as pool:
-        return list(pool.map(one, names))
+    with PhaseProgress("crossing searches", len(names), "search", len(names)) as progress:
+        if launcher.name == "ray":
+            inner = launcher
+            return [one(name) for name in names]
+        inner = Launcher("basic")
+        with ThreadPoolExecutor(max_workers=launcher.jobs or os.cpu_count() or 1) as pool:
+            return list(pool.map(one, names))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -59,15 +59,16 @@ def sweep_args(tmp_path):
             f"results_dir={tmp_path}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
-def test_a_multirun_on_a_terminal_shows_runs_done_of_total(tmp_path):
+def run_on_terminal(cmd: list[str], timeout_s: float) -> tuple[int, str]:
+    """Run `cmd` on a 120-column pseudo-terminal; its exit code and everything it wrote."""
     try:
         primary, secondary = pty.openpty()
     except OSError as err:  # a container without /dev/ptmx
         pytest.skip(f"no pseudo-terminal on this machine: {err}")
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-    proc = subprocess.Popen(sweep_args(tmp_path), cwd=ROOT, stdout=secondary, stderr=secondary, close_fds=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=secondary, stderr=secondary, close_fds=True)
     os.close(secondary)
-    out, deadline = b"", time.monotonic() + 120
+    out, deadline = b"", time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
             if not select.select([primary], [], [], 1.0)[0]:
@@ -86,8 +87,12 @@ def test_a_multirun_on_a_terminal_shows_runs_done_of_total(tmp_path):
             proc.kill()
         proc.wait(timeout=30)
         os.close(primary)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, text[-3000:]
+    return proc.returncode, out.decode(errors="replace")
+
+
+def test_a_multirun_on_a_terminal_shows_runs_done_of_total(tmp_path):
+    returncode, text = run_on_terminal(sweep_args(tmp_path), 120)
+    assert returncode == 0, text[-3000:]
     assert "sweep: 100%" in text and "2/2" in text, text[-3000:]
     lines = [json.loads(x) for x in next((tmp_path / "multirun").iterdir()).joinpath(PROGRESS_FILE).read_text().splitlines()]
     assert sorted(x["job"] for x in lines) == [0, 1] and {x["status"] for x in lines} == {"completed"}
