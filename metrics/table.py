@@ -44,6 +44,10 @@ class Table:
         return pd.DataFrame.from_records(list(self.rows), columns=list(self.columns))
 
 
+def _needs_quoting(text: str) -> bool:
+    return any(c in text for c in (",", '"', "\n", "\r"))
+
+
 def _row_format(rows: Sequence[tuple[Any, ...]], num_columns: int) -> str | None:
     """A format string that writes a row as the csv writer would write its `_cell`s, when
     every column holds one kind the writer never quotes: floats without NaN (FLOAT_FORMAT),
@@ -57,14 +61,12 @@ def _row_format(rows: Sequence[tuple[Any, ...]], num_columns: int) -> str | None
             formats.append(FLOAT_FORMAT)
         elif kinds == {int}:
             formats.append("%d")
-        elif kinds == {str} and not any(c in "".join(column) for c in _QUOTED):
+        elif kinds == {str} and not _needs_quoting("".join(column)):
             formats.append("%s")
         else:
             return None
     return ",".join(formats) + "\n"
 
-
-_QUOTED = (",", '"', "\n", "\r")
 
 
 def _cell(value: Any) -> Any:

@@ -88,12 +88,17 @@ def run_experiments(names: list[str], out: Path, scale: str, launcher: Launcher)
         def one(name: str) -> None:
             progress.finished(f"{name}: {run_experiment(name, out, scale, launcher):.1f} s")
 
-        if launcher.name != "basic":
-            for name in names:
-                one(name)
-            return
-        with ThreadPoolExecutor(max_workers=launcher.jobs or os.cpu_count() or 1) as pool:
-            list(pool.map(one, names))
+        each(names, one, local_jobs(launcher) if launcher.name == "basic" else 1)
+
+
+def local_jobs(launcher: Launcher) -> int:
+    return launcher.jobs or os.cpu_count() or 1
+
+
+def each(names: list[str], fn, workers: int) -> list:
+    """fn(name) for every name, `workers` at a time (1: one after another, in order)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, names))
 
 
 def run_all(names: list[str], out: Path, scale: str, launcher: Launcher, goodput: bool) -> None:
@@ -134,13 +139,9 @@ def find_crossings(names: list[str], out: Path, launcher: Launcher, extra: list[
         progress.finished(f"crossing {name}: {what}; {time.perf_counter() - t0:.1f} s")
         return c
 
+    inner = launcher if launcher.name == "ray" else Launcher("basic")
     with PhaseProgress("crossing searches", len(names), "search", len(names)) as progress:
-        if launcher.name == "ray":
-            inner = launcher
-            return [one(name) for name in names]
-        inner = Launcher("basic")
-        with ThreadPoolExecutor(max_workers=launcher.jobs or os.cpu_count() or 1) as pool:
-            return list(pool.map(one, names))
+        return each(names, one, 1 if launcher.name == "ray" else local_jobs(launcher))
 
 
 def main(argv: list[str] | None = None) -> None:
