@@ -31,18 +31,15 @@ IDLE_S = 0.2  # a gap this long or longer: the worker was idle (no request to st
 
 
 def residuals(run: Path, cost) -> pd.DataFrame:
-    """One row per step of a real run: kind, idle gap before it (NaN for the first),
-    predicted and real duration."""
+    """One row per step of a real run: kind, idle gap before it (inf for the first),
+    predicted (after-idle run factors included) and real duration."""
     from harness.fidelity import run_rows
     from sim.profiled import row_plan, step_kind
-    steps = pd.read_csv(run / "steps.csv")
-    by_start = steps.sort_values("start_s")
-    gap = (by_start["start_s"] - (by_start["start_s"] + by_start["duration_s"]).shift(1)).reindex(steps.index)
-    rows = run_rows(run, threads=2)  # indexed as the steps it keeps
+    rows = run_rows(run, threads=2)
     return pd.DataFrame({
         "run": run.name, "kind": [step_kind(p, d) for p, d in zip(rows["prefill_tokens"], rows["decode_seqs"])],
-        "idle_before_s": gap.loc[rows.index].to_numpy(), "real_s": rows["median_s"].to_numpy(),
-        "predicted_s": [cost.step_time_s(row_plan(r), 1.0) for _, r in rows.iterrows()]})
+        "idle_before_s": rows["idle_before_s"].to_numpy(), "real_s": rows["median_s"].to_numpy(),
+        "predicted_s": [cost.step_time_s(row_plan(r), 1.0, r["idle_before_s"]) for _, r in rows.iterrows()]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,15 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = pd.concat(runs, ignore_index=True)
     table["ratio"] = table["real_s"] / table["predicted_s"]
-    table["idle"] = pd.cut(table["idle_before_s"].fillna(IDLE_EDGES_S[-1] / 2), IDLE_EDGES_S, labels=IDLE_LABELS)
+    table["idle"] = pd.cut(table["idle_before_s"].clip(upper=IDLE_EDGES_S[-1] / 2), IDLE_EDGES_S, labels=IDLE_LABELS)
     table["size"] = pd.cut(table["predicted_s"], SIZE_EDGES_S)
     pd.set_option("display.width", 160)
     print(f"{len(runs)} real runs, {len(table)} steps; real / predicted (profile {profiles[0]}):")
     print(table.groupby(["kind", "idle"], observed=True)["ratio"].agg(["median", "count"]).round(3).to_string())
     prefill = table[table["kind"] == "prefill"]
-    print(prefill.groupby(["size", prefill["idle_before_s"].fillna(1e9) >= IDLE_S], observed=True)["ratio"]
+    print(prefill.groupby(["size", prefill["idle_before_s"] >= IDLE_S], observed=True)["ratio"]
           .agg(["median", "count"]).rename_axis(["predicted s", f"idle >= {IDLE_S} s"]).round(3).to_string())
-    for idle, part in prefill.groupby(prefill["idle_before_s"].fillna(1e9) >= IDLE_S):
+    for idle, part in prefill.groupby(prefill["idle_before_s"] >= IDLE_S):
         print(f"prefill steps {'after' if idle else 'without'} an idle gap: sum real / sum predicted "
               f"{part['real_s'].sum() / part['predicted_s'].sum():.3f} ({len(part)} steps)")
     if args.out:

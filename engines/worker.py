@@ -1,6 +1,8 @@
 """Worker: a scheduler plus an executor, with a compute share and a step log."""
 from __future__ import annotations
 
+import math
+
 from engines.plan import AsyncExecutor, Executor, StepPlan, StepRecord, StepResult
 from engines.scheduler import Scheduler, StepOutcome
 
@@ -18,6 +20,7 @@ class Worker:
         self.device = device  # index of the GPU / TP group this worker runs on
         self.busy = False
         self.records: list[StepRecord] = []
+        self.last_end_s = -math.inf  # when its last step ended (none yet: idle since ever)
 
     @property
     def executor(self) -> Executor:
@@ -29,6 +32,7 @@ class Worker:
         # executor, not once per step (a simulated run takes ~10k steps per 1,000 requests).
         self._executor = executor
         self._is_async = isinstance(executor, AsyncExecutor)
+        self._reads_idle = getattr(executor, "reads_idle", False)
 
     def start_step(self, now_s: float) -> tuple[StepPlan, StepResult | None] | None:
         """Plan and start one step at `now_s`; None if there is nothing to run. The result
@@ -42,6 +46,8 @@ class Worker:
         if self._is_async:
             self.executor.submit(plan, self.share)
             result = None
+        elif self._reads_idle:
+            result = self.executor.execute(plan, self.share, idle_before_s=now_s - self.last_end_s)
         else:
             result = self.executor.execute(plan, self.share)
         self.busy = True
@@ -50,6 +56,7 @@ class Worker:
     def finish_step(self, plan: StepPlan, result: StepResult, start_s: float,
                     end_s: float) -> StepOutcome:
         self.busy = False
+        self.last_end_s = end_s
         shape = plan.shape
         self.records.append(StepRecord(self.name, start_s, end_s - start_s, plan.num_prefill_tokens,
                                        plan.num_decode_tokens, plan.batch_size, self.share,

@@ -29,12 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from engines.errors import WorkerError
@@ -55,18 +57,23 @@ INSTANCES = {"disagg": 2}  # GPUs ("devices") per design: the rate per device ke
 # mixed ones, and disagg (when compared) the steps of instances on a share of the cores that
 # run next to each other (their own thread count's run factors). Other seeds than the
 # compared runs' (0): the simulator is fitted on the profile only, never on the runs it is
-# compared with.
+# compared with. semipd_static (when a semi-PD design is compared under measured contention)
+# gives the passive workers' steps with the measured contention divided out (run_rows).
 CALIBRATION_DESIGNS, CALIBRATION_RATE, CALIBRATION_REQUESTS, CALIBRATION_SEED = (
-    ("unified", "unified_chunked", "disagg"), 2.0, 10, 1000)
+    ("unified", "unified_chunked", "disagg", "semipd_static"), 2.0, 20, 1000)
 # --drift-runs 1: a short real run of this design (the calibration rate and size, seeds from
 # DRIFT_SEED) right before each compared real run; the machine's speed then against the profile's.
 DRIFT_DESIGN, DRIFT_SEED = "unified_chunked", 2000
 
 
-def calibration_designs(designs: list[str]) -> tuple[str, ...]:
+def calibration_designs(designs: list[str], semipd_measured: bool = True) -> tuple[str, ...]:
     """The calibration runs for these compared designs: unified and unified_chunked always,
-    disagg only when disagg is compared (its instances' thread count has no other use)."""
-    return tuple(d for d in CALIBRATION_DESIGNS if d in ("unified", "unified_chunked") or d in designs)
+    disagg only when disagg is compared (its instances' thread count has no other use),
+    semipd_static when a semi-PD design is compared under measured contention."""
+    wanted = {"unified", "unified_chunked", *(d for d in designs if not is_semipd(d))}
+    if semipd_measured and any(map(is_semipd, designs)):
+        wanted.add("semipd_static")
+    return tuple(d for d in CALIBRATION_DESIGNS if d in wanted)
 
 
 def is_semipd(design: str) -> bool:
@@ -105,28 +112,62 @@ def compare(sim: dict[str, float], reals: list[dict[str, float]]) -> dict[str, f
     return row
 
 
-def run_rows(run_dir: Path, threads: int) -> pd.DataFrame:
+def idle_before_s(steps: pd.DataFrame) -> pd.Series:
+    """Per step of a steps.csv, how long its worker sat idle before it: its start minus the
+    end of the same worker's previous step (inf for a worker's first step), indexed as
+    `steps` (rows need not be in start order)."""
+    by_start = steps.sort_values("start_s", kind="stable")
+    previous_end = (by_start["start_s"] + by_start["duration_s"]).groupby(by_start["worker"]).shift(1)
+    return (by_start["start_s"] - previous_end).fillna(math.inf).reindex(steps.index)
+
+
+def overlap_s(steps: pd.DataFrame) -> pd.Series:
+    """Per step of a steps.csv, how long other workers' steps ran during it (summed over
+    them), indexed as `steps`."""
+    start = steps["start_s"].to_numpy()
+    end = start + steps["duration_s"].to_numpy()
+    worker = steps["worker"].to_numpy()
+    out = pd.Series(0.0, index=steps.index)
+    for name in set(worker):
+        mine, others = worker == name, worker != name
+        s2, e2 = start[others], end[others]
+        out[mine] = [float((np.minimum(e2, b) - np.maximum(s2, a)).clip(min=0.0).sum())
+                     for a, b in zip(start[mine], end[mine])]
+    return out
+
+
+def run_rows(run_dir: Path, threads: int, omp_wait: str = "active", contention=None) -> pd.DataFrame:
     """A real run's steps (its steps.csv, as its driver recorded them) as profile rows of
-    `kind=run`, indexed as the steps.csv rows they come from; steps with more than one
-    prefill chunk are left out (a row holds one)."""
+    `kind=run` with the idle gap before each, indexed as the steps.csv rows they come from;
+    steps with more than one prefill chunk are left out (a row holds one).
+
+    `contention` (a semi-PD run's (prefill, decode) slowdowns from the `measured` model,
+    semipd/measured_contention.py): each step's time with that slowdown divided out, as the
+    simulator applies it: a step running at 1/f of its speed while the other worker steps
+    did solo work d - overlap (1 - 1/f). So the run factor of semi-PD's workers is what
+    their steps take beyond the grid and the contention the simulator already charges."""
     from engines.torch.profiler import COLUMNS
     steps = pd.read_csv(run_dir / "steps.csv")
+    idle = idle_before_s(steps)
+    if contention is not None:
+        factor = steps["worker"].str.startswith("prefill").map({True: contention[0], False: contention[1]})
+        steps["duration_s"] = steps["duration_s"] - overlap_s(steps) * (1.0 - 1.0 / factor)
     prefill_seqs = steps["batch_size"] - steps["num_decode_tokens"]
     steps = steps[prefill_seqs <= 1]
     decodes = steps["num_decode_tokens"]
     return pd.DataFrame({
-        "kind": "run", "omp_wait": "active", "threads": threads,
+        "kind": "run", "omp_wait": omp_wait, "threads": threads,
         "prefill_seqs": (steps["num_prefill_tokens"] > 0).astype(int), "prefill_tokens": steps["num_prefill_tokens"],
         "prefill_context": steps["prefill_context_tokens"], "decode_seqs": decodes,
         "decode_context": (steps["decode_context_tokens"] / decodes.clip(lower=1)).round().astype(int),
         "num_samples": steps["num_samples"], "median_s": steps["duration_s"], "min_s": steps["duration_s"],
-        "max_s": steps["duration_s"], "repeats": 1})[list(COLUMNS)]
+        "max_s": steps["duration_s"], "repeats": 1, "idle_before_s": idle.loc[steps.index]})[list(COLUMNS)]
 
 
-def add_run_rows(profile: Path, run_dir: Path, threads: int) -> int:
+def add_run_rows(profile: Path, run_dir: Path, threads: int, omp_wait: str = "active", contention=None) -> int:
     """Append a real run's steps to a profile CSV as run rows (sim/profiled.py: the run
-    factors). Returns the number of rows added."""
-    rows = run_rows(run_dir, threads)
+    factors; run_rows). Returns the number of rows added."""
+    rows = run_rows(run_dir, threads, omp_wait, contention)
     with profile.open("a") as f:
         rows.to_csv(f, header=False, index=False, float_format="%.6g")
     return len(rows)
@@ -190,6 +231,7 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
     given), then one simulated run per point with the merged profile. Returns the table
     (one row per design and rate), the profile path and the ECDF run directories."""
     from engines.torch.profiler import run as profile_machine, run_contention
+    from semipd.measured_contention import read as read_contention
     from sim.profiled import ProfiledCostModel
     from sim.specs import get_hardware, get_model
     start = time.perf_counter()
@@ -204,18 +246,22 @@ def measure(args, out: Path, log=print) -> tuple[pd.DataFrame, str, dict]:
         rounds.append(profile_machine(model=args.model, out=str(out / "profile_rounds" / f"round{k}.csv"),
                                       checkpoint=args.checkpoint, repeats=args.profile_repeats, seed=k,
                                       dtype=args.dtype, log=lambda *_: None))
-        for i, design in enumerate(calibration_designs(designs) if args.run_calibration else ()):
+        if semipd:  # how semi-PD's two workers slow each other down (the `measured` contention model)
+            contention_rounds.append(run_contention(model=args.model, dtype=args.dtype, repeats=args.profile_repeats,
+                                                    out=str(out / "profile_rounds" / f"contention{k}.csv"),
+                                                    checkpoint=args.checkpoint, log=lambda *_: None))
+        cores = len(os.sched_getaffinity(0))
+        for i, design in enumerate(calibration_designs(designs, semipd) if args.run_calibration else ()):
             # Short real runs of other seeds: their steps become the profile's run rows.
             d = out / "profile_rounds" / f"run{k}_{design}"
             one_run(overrides(args.model, design, CALIBRATION_RATE, CALIBRATION_REQUESTS, args.slo,
                               ["executor=torch", f"executor.dtype={args.dtype}"], args.checkpoint,
                               seed=CALIBRATION_SEED + 10 * k + i), d)
-            # The real runtime gives each instance an equal part of the cores.
-            add_run_rows(rounds[-1], d, threads=max(1, len(os.sched_getaffinity(0)) // INSTANCES.get(design, 1)))
-        if semipd:  # how semi-PD's two workers slow each other down (the `measured` contention model)
-            contention_rounds.append(run_contention(model=args.model, dtype=args.dtype, repeats=args.profile_repeats,
-                                                    out=str(out / "profile_rounds" / f"contention{k}.csv"),
-                                                    checkpoint=args.checkpoint, log=lambda *_: None))
+            if is_semipd(design):  # both workers on every core (shares 100 + 100), threads sleeping
+                add_run_rows(rounds[-1], d, threads=cores, omp_wait="passive",
+                             contention=read_contention(contention_rounds[-1]).slowdowns(100.0, 100.0))
+            else:  # the real runtime gives each instance an equal part of the cores
+                add_run_rows(rounds[-1], d, threads=max(1, cores // INSTANCES.get(design, 1)))
 
     profile = args.profile
     cost = ProfiledCostModel(profile, get_model(args.model), get_hardware("cpu")) if profile else None

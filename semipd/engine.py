@@ -241,7 +241,9 @@ class SemiPDEngine(Engine):
 
     def _proportional_s(self, st: _InFlight, total_share: float) -> float:
         if st.contended_s is None:
-            st.contended_s = st.worker.executor.execute(st.plan, st.worker.share / total_share).duration_s
+            ex = st.worker.executor  # a profiled model charges a step after idle its own factor
+            idle = {"idle_before_s": st.start_s - st.worker.last_end_s} if getattr(ex, "reads_idle", False) else {}
+            st.contended_s = ex.execute(st.plan, st.worker.share / total_share, **idle).duration_s
         return st.contended_s
 
     def _step_end(self, dev: _Device, st: _InFlight, version: int) -> None:

@@ -13,8 +13,13 @@ class SimExecutor:
         # The roofline reads only a plan's sums (StepPlan.shape), so a scheduler may hand it
         # steady decodes as sums (engines/lazy_decodes.py); profiled models read every seq.
         self.plan_shape_only = type(cost_model) is RooflineCostModel
+        # A profiled model charges a step after idle its own run factor: the worker passes
+        # how long it sat idle (engines/worker.py).
+        self.reads_idle = getattr(cost_model, "reads_idle", False)
 
-    def execute(self, plan: StepPlan, share: float) -> StepResult:
+    def execute(self, plan: StepPlan, share: float, idle_before_s: float = 0.0) -> StepResult:
+        if self.reads_idle:
+            return StepResult(duration_s=self.cost_model.step_time_s(plan, share, idle_before_s))
         return StepResult(duration_s=self.cost_model.step_time_s(plan, share))
 
     def resource_demands_s(self, plan: StepPlan) -> tuple[float, float]:

@@ -32,13 +32,21 @@ steps take longer than the same shapes timed back to back on an idle worker: the
 scheduling, new token counts (oneDNN builds a primitive per new GEMM row count), KV blocks
 scattered over the pool (benchmarks/first_time_shapes.py, replay_steps.py, kv_layout.py).
 The grid does not time these; the run rows measure them together, as Vidur's CPU-overhead
-profiles do for vLLM's host work. Every prediction is multiplied by the median over the run
-rows of measured / predicted for its kind of step: prefill only, mixed (a prefill chunk and
-decodes), decode only (`run_factors`; 1 for a kind with fewer than MIN_RUN_ROWS run rows).
-Run rows of a thread count (a disaggregated run's instances each run on one core of two,
-and slow each other down through the shared cache and memory, sim/contention_check.py) give
-the steps on that many threads their own factors (`thread_run_factors`); the other thread
-counts take the factors of all run rows. The run rows are not in the fit.
+profiles do for vLLM's host work. Every prediction is multiplied by a run factor, the median
+over a group of run rows of measured / predicted (`run_factor`), from the most specific group
+with MIN_RUN_ROWS rows: by kind of step (prefill only, mixed: a prefill chunk and decodes,
+decode only) and thread count (a disaggregated run's instances each run on one core of two
+and slow each other down through the shared cache and memory, sim/contention_check.py),
+falling back to all thread counts. A step after idle (IDLE_GAP_S or more after its worker's
+previous step, or its first) takes the factor of the run rows after idle where there are
+enough: on one machine such prefills ran 1.14x their prediction against 1.03x for the busy
+ones, and at light load one slow prefill lets the next prompts join the following step
+(README, "Light-load TTFT"); on another the two factors were the same. A model reads the run
+rows of its own OpenMP wait policy where there are any: semi-PD's passive workers those of a
+semi-PD calibration run with the measured contention divided out (harness/fidelity.py
+run_rows), whose steps took 0.93-1.09x the passive grid where unified's took 1.06-1.30x the
+active one (the profile of the README's latest fidelity report).
+The run rows are not in the fit.
 """
 from __future__ import annotations
 
@@ -60,11 +68,16 @@ log = logging.getLogger(__name__)
 FORMAT = "semipd-bench-profile/1"
 # A row's step shape and set-up (what identifies it), then its time.
 SHAPE_COLUMNS = ("kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
-                 "decode_context", "num_samples")
+                 "decode_context", "num_samples", "idle_before_s")
 _COLUMNS = SHAPE_COLUMNS + ("median_s",)
 # Fewer run rows of a kind than this: no factor for it (1.0).
 MIN_RUN_ROWS = 5
+# A step that starts this long or longer after its worker's previous step ended (or is its
+# first) runs "after idle": a busy worker's steps follow each other within ~3 ms (the
+# driver's handling), an idle one waits for a request (in the real runs 0.2 s or more).
+IDLE_GAP_S = 0.05
 STEP_KINDS = ("prefill", "mixed", "decode")
+ALL, IDLE, BUSY = "all", "idle", "busy"  # run factor groups: every thread count; after idle or not
 
 
 def step_kind(prefill_tokens: int, decode_seqs: int) -> str:
@@ -103,6 +116,8 @@ def read_profile(path: str | Path) -> tuple[dict[str, str], pd.DataFrame]:
         raise ConfigError("executor.profile", f"a file in format {FORMAT} (its '# format:' line)",
                           f"{path} (format {meta.get('format')!r})")
     rows = pd.read_csv(p, comment="#")
+    if "idle_before_s" not in rows.columns:  # profiles written before run rows carried it: steps back to back
+        rows["idle_before_s"] = 0.0
     missing = [c for c in _COLUMNS if c not in rows.columns]
     if missing:
         raise ConfigError("executor.profile", f"columns {', '.join(_COLUMNS)}", f"{path} (missing {missing})")
@@ -168,6 +183,8 @@ class ProfiledCostModel:
     """`step_time_s(plan, share)` from a profile; `resource_demands_s` as the roofline's
     split of the step into compute and memory time, scaled to the profiled time."""
 
+    reads_idle = True  # step_time_s takes how long the worker sat idle (sim/executor.py)
+
     def __init__(self, profile: str | Path, model: ModelSpec, hardware: HardwareSpec,
                  share_model: str = "roofline", omp_wait: str = "active", devices: int = 1,
                  scale: float = 1.0) -> None:
@@ -194,50 +211,59 @@ class ProfiledCostModel:
         self.rows = rows
         self.roofline = RooflineCostModel(model, hardware, share_model=share_model)
         self._warned: set[str] = set()
-        self.run_rows = run_rows[run_rows["omp_wait"] == omp_wait]
-        self.run_factors, self.thread_run_factors = self._run_factors(run_rows, grid_rows)
+        # Run rows of the model's own wait policy where there are any (semi-PD's passive
+        # workers: a semi-PD calibration run's steps, harness/fidelity.py), else all of them.
+        own = run_rows[run_rows["omp_wait"] == omp_wait]
+        self.run_rows = own if len(own) else run_rows
+        self.factors = self._run_factors(self.run_rows, grid_rows)
 
     # ----- prediction ---------------------------------------------------------------------
-    def step_time_s(self, plan: StepPlan, share: float) -> float:
+    def step_time_s(self, plan: StepPlan, share: float, idle_before_s: float = 0.0) -> float:
+        """The step's predicted time; `idle_before_s`: how long its worker sat idle before
+        it (math.inf for its first step)."""
+        return self.scale * self.run_factor(plan, share, idle_before_s) * self._step_time_s(plan, share)
+
+    def run_factor(self, plan: StepPlan, share: float, idle_before_s: float = 0.0) -> float:
+        """The run factor of this step, from the most specific group of run rows that has
+        MIN_RUN_ROWS of them. A step after idle (idle_before_s >= IDLE_GAP_S) first tries
+        the after-idle rows of its thread count and kind, then of its kind. Then every step
+        tries the busy rows (not after idle) of its thread count and kind, of its kind, and
+        last all rows of its kind (1.0 without run rows)."""
         kind = step_kind(plan.num_prefill_tokens, plan.num_decode_tokens)
         threads = self._threads(share)
-        factor = self.thread_run_factors.get(threads, {}).get(kind, self.run_factors[kind])
-        return self.scale * factor * self._step_time_s(plan, share)
+        keys = ((threads, kind, IDLE), (ALL, kind, IDLE)) if idle_before_s >= IDLE_GAP_S else ()
+        for key in keys + ((threads, kind, BUSY), (ALL, kind, BUSY)):
+            factor = self.factors.get(key)
+            if factor is not None:
+                return factor
+        return self.run_factors[kind]
 
-    def _run_factors(self, run_rows: pd.DataFrame, grid_rows: pd.DataFrame
-                     ) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
-        """Per step kind, the median over the run rows of measured / predicted by the fit of
-        the grid rows with the run's own thread count and OpenMP wait policy (so a passive
-        model's factor is the same as an active one's), or 1.0 with fewer than MIN_RUN_ROWS;
-        and per thread count, the kinds with MIN_RUN_ROWS run rows of that many threads."""
-        factors = {kind: 1.0 for kind in STEP_KINDS}
-        if run_rows.empty:
-            return factors, {}
-        ratios: dict[tuple[int, str], list[float]] = {}
+    def _run_factors(self, run_rows: pd.DataFrame, grid_rows: pd.DataFrame) -> dict[tuple, float]:
+        """Per group of run rows with at least MIN_RUN_ROWS of them, keyed (threads or ALL,
+        kind, IDLE or BUSY), the median of measured / predicted by the fit of the
+        grid rows with the run's own thread count and OpenMP wait policy (so a passive
+        model's factors are an active one's). Sets run_factors, per kind over all rows."""
+        ratios: dict[tuple, list[float]] = {}
         for (policy, threads), group in run_rows.groupby(["omp_wait", "threads"]):
             same = grid_rows[(grid_rows["omp_wait"] == policy) & (grid_rows["threads"] == threads)]
             if same.empty:
                 continue
             fit = fit_rows(same, int(threads))
             for _, r in group.iterrows():
-                predicted = self._predict(fit, row_plan(r))
-                key = (int(threads), step_kind(r["prefill_tokens"], r["decode_seqs"]))
-                ratios.setdefault(key, []).append(r["median_s"] / predicted)
-        pooled = {kind: [v for (_, k), values in ratios.items() if k == kind for v in values] for kind in STEP_KINDS}
-        for kind, values in pooled.items():
-            if len(values) >= MIN_RUN_ROWS:
-                factors[kind] = float(np.median(values))
-        per_threads: dict[int, dict[str, float]] = {}
-        if len({t for t, _ in ratios}) > 1:  # one thread count: its factors are the pooled ones
-            for (threads, kind), values in ratios.items():
-                if len(values) >= MIN_RUN_ROWS:
-                    per_threads.setdefault(threads, {})[kind] = float(np.median(values))
-        log.info("profiled cost model: %s run factors (from how many run rows): %s%s", self.profile,
-                 ", ".join(f"{k} {factors[k]:.3f} ({len(pooled[k])})" for k in STEP_KINDS),
-                 "".join(f"; on {t} threads: " + ", ".join(f"{k} {f:.3f} ({len(ratios[(t, k)])})"
-                                                          for k, f in kinds.items())
-                         for t, kinds in sorted(per_threads.items())))
-        return factors, per_threads
+                ratio = r["median_s"] / self._predict(fit, row_plan(r))
+                kind = step_kind(r["prefill_tokens"], r["decode_seqs"])
+                ratios.setdefault((kind,), []).append(ratio)
+                state = IDLE if r["idle_before_s"] >= IDLE_GAP_S else BUSY
+                for t in (int(threads), ALL):
+                    ratios.setdefault((t, kind, state), []).append(ratio)
+        factors = {key: float(np.median(v)) for key, v in ratios.items() if len(v) >= MIN_RUN_ROWS}
+        self.run_factors = {kind: factors.pop((kind,), 1.0) for kind in STEP_KINDS}
+        parts = [f"{k} {self.run_factors[k]:.3f} ({len(ratios.get((k,), ()))})"
+                 + (f" after idle {factors[(ALL, k, IDLE)]:.3f} ({len(ratios[(ALL, k, IDLE)])})"
+                    if (ALL, k, IDLE) in factors else "") for k in STEP_KINDS]
+        log.info("profiled cost model: %s run factors (from how many run rows): %s; %d groups by thread "
+                 "count and idle", self.profile, ", ".join(parts), len(factors))
+        return factors
 
     def grid_step_time_s(self, plan: StepPlan, share: float) -> float:
         """The grid's prediction alone: no run factor, no scale (a step timed as the profiler

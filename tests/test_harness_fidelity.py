@@ -1,6 +1,7 @@
 """harness/fidelity.py: the error arithmetic, the report, bad arguments, and one small run
 of the whole loop (profile, real run, simulated run, report, figure)."""
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -42,9 +43,32 @@ def test_bad_arguments_exit_2(capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_disagg_is_calibrated_only_when_compared():
-    assert fidelity.calibration_designs(["unified_chunked", "semipd_static"]) == ("unified", "unified_chunked")
+def test_disagg_and_semipd_are_calibrated_only_when_compared():
+    """semipd_static runs for calibration when a semi-PD design is compared under measured
+    contention (its rows need the round's contention profile)."""
+    assert fidelity.calibration_designs(["unified_chunked", "semipd_slo_code"]) == (
+        "unified", "unified_chunked", "semipd_static")
+    assert fidelity.calibration_designs(["semipd_static"], semipd_measured=False) == ("unified", "unified_chunked")
     assert fidelity.calibration_designs(["disagg"]) == ("unified", "unified_chunked", "disagg")
+
+
+def test_semipd_run_rows_divide_the_measured_contention_out(tmp_path):
+    """run_rows with contention (f_prefill, f_decode): a step that overlapped the other
+    worker's steps for o seconds did solo work d - o (1 - 1/f); rows are passive."""
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame([  # worker,start_s,duration_s,prefill,decode tokens,batch,share,prefill ctx,decode ctx,samples
+        ("prefill0", 0.0, 0.4, 500, 0, 1, 1, 0, 0, 1),     # decodes overlap it for 0.1 + 0.1 s
+        ("decode0", 0.1, 0.1, 0, 4, 4, 1, 0, 400, 4),      # wholly inside the prefill
+        ("decode0", 0.3, 0.2, 0, 4, 4, 1, 0, 404, 4),      # half inside
+        ("decode0", 0.6, 0.05, 0, 4, 4, 1, 0, 408, 4)],    # alone
+        columns=["worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens", "batch_size",
+                 "share", "prefill_context_tokens", "decode_context_tokens", "num_samples"]
+    ).to_csv(run / "steps.csv", index=False)
+    rows = fidelity.run_rows(run, threads=2, omp_wait="passive", contention=(2.0, 1.5))
+    assert rows["median_s"].tolist() == pytest.approx([0.4 - 0.2 * 0.5, 0.1 - 0.1 / 3, 0.2 - 0.1 / 3, 0.05])
+    assert set(rows["omp_wait"]) == {"passive"}
+    assert fidelity.run_rows(run, threads=2)["median_s"].tolist() == pytest.approx([0.4, 0.1, 0.2, 0.05])
 
 
 def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
@@ -126,22 +150,23 @@ def test_rounds_merge_by_the_median(tmp_path):
 
 def test_a_runs_steps_become_run_rows(tmp_path):
     """add_run_rows: one row per step as its driver recorded it, decode context per sequence,
-    steps with two prefill chunks left out; the profiled model reads them as run rows."""
+    the idle gap before it, steps with two prefill chunks left out; the profiled model reads
+    them as run rows."""
     from sim.profiled import read_profile
     run = tmp_path / "run"
     run.mkdir()
     pd.DataFrame([  # worker,start_s,duration_s,prefill,decode tokens,batch,share,prefill ctx,decode ctx,samples
         ("mixed0", 0.0, 0.030, 67, 0, 1, 1, 0, 0, 1),      # a whole prompt: samples
         ("mixed0", 0.1, 0.050, 300, 0, 2, 1, 0, 0, 2),     # two prompts in one step: left out
-        ("mixed0", 0.2, 0.040, 64, 3, 4, 1, 128, 1500, 3),  # a middle chunk and 3 decodes
-        ("mixed0", 0.3, 0.012, 0, 2, 2, 1, 0, 901, 2)],
+        ("mixed0", 0.152, 0.040, 64, 3, 4, 1, 128, 1500, 3),  # a middle chunk and 3 decodes, 2 ms after
+        ("mixed0", 0.5, 0.012, 0, 2, 2, 1, 0, 901, 2)],            # after 0.308 s idle
         columns=["worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens", "batch_size",
                  "share", "prefill_context_tokens", "decode_context_tokens", "num_samples"]
     ).to_csv(run / "steps.csv", index=False)
     prof = tmp_path / "p.csv"
     prof.write_text("# format: semipd-bench-profile/1\n# model: m\nkind,omp_wait,threads,prefill_seqs,prefill_tokens,"
-                    "prefill_context,decode_seqs,decode_context,num_samples,median_s,min_s,max_s,repeats\n"
-                    "decode,active,2,0,0,0,4,128,4,0.01,0.01,0.01,3\n")
+                    "prefill_context,decode_seqs,decode_context,num_samples,median_s,min_s,max_s,repeats,idle_before_s\n"
+                    "decode,active,2,0,0,0,4,128,4,0.01,0.01,0.01,3,0\n")
     assert fidelity.add_run_rows(prof, run, threads=2) == 3
     rows = read_profile(prof)[1]
     run_rows = rows[rows["kind"] == "run"]
@@ -150,6 +175,14 @@ def test_a_runs_steps_become_run_rows(tmp_path):
                                                          [0, 0, 0, 2, 450, 2]]
     assert run_rows["median_s"].tolist() == pytest.approx([0.030, 0.040, 0.012])
     assert set(run_rows["omp_wait"]) == {"active"} and set(run_rows["threads"]) == {2}
+    assert run_rows["idle_before_s"].tolist() == pytest.approx([math.inf, 0.002, 0.308])
+
+
+def test_idle_gaps_are_per_worker_in_start_order():
+    """idle_before_s: the gap since the same worker's last step ended, whatever the row order."""
+    steps = pd.DataFrame({"worker": ["d", "p", "d", "p", "d"], "start_s": [0.5, 0.0, 0.1, 1.0, 0.0],
+                          "duration_s": [0.1, 0.4, 0.05, 0.2, 0.1]})
+    assert fidelity.idle_before_s(steps).tolist() == pytest.approx([0.35, math.inf, 0.0, 0.6, math.inf])
 
 
 def test_a_drift_runs_scale_is_its_busy_time_over_the_prediction(tmp_path, monkeypatch):

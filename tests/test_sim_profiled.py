@@ -12,7 +12,8 @@ from sim.profiled import FORMAT, ProfiledCostModel, median_abs_error
 from sim.specs import get_hardware, get_model
 
 MODEL, HW = get_model("small_llama"), get_hardware("cpu")
-COLUMNS = "kind,omp_wait,threads,prefill_seqs,prefill_tokens,prefill_context,decode_seqs,decode_context,num_samples,median_s"
+COLUMNS = ("kind,omp_wait,threads,prefill_seqs,prefill_tokens,prefill_context,decode_seqs,decode_context,num_samples,"
+           "median_s,idle_before_s")
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -39,7 +40,7 @@ def write_profile(path, threads=(2, 1), noise=0.0, model="small_llama", hardware
         for t in threads:
             for kind, n, c, b, cd in shapes:
                 y = true_time(n, c, b, cd, t, policy) * (1 + rng.uniform(-noise, noise))
-                lines.append(f"{kind},{policy},{t},{int(n > 0)},{n},{c},{b},{cd},{b},{y:.9g}")
+                lines.append(f"{kind},{policy},{t},{int(n > 0)},{n},{c},{b},{cd},{b},{y:.9g},0")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -146,6 +147,28 @@ def test_a_run_with_the_profiled_cost_model(tmp_path):
             tmp_path / "tp")
 
 
+def test_a_simulated_run_charges_steps_after_idle(tmp_path):
+    """In a run, each worker's step that starts IDLE_GAP_S or more after its previous one
+    ended (and its first) takes the after-idle factor; the others the busy one."""
+    from harness.fidelity import run_rows
+    from harness.goodput import compose
+    from harness.run import run
+    from sim.profiled import IDLE_GAP_S, row_plan
+    profile = append_run_rows(append_run_rows(write_profile(tmp_path / "p.csv")), counts=(14, 0, 0),
+                              factors={"prefill": 2.0}, idle_before_s=1.0, seed=3)
+    model = ProfiledCostModel(profile, MODEL, HW)
+    run(compose(["model=small_llama", "hardware=cpu", "workload=synthetic", "workload.num_requests=20",
+                 "workload.rate=0.5", "plots=false", "progress=false", "engine=unified",
+                 "executor.cost_model=profiled", f"executor.profile={profile}"]), tmp_path / "run")
+    steps = run_rows(tmp_path / "run", threads=2)  # its steps with their idle gaps (one prefill chunk at most)
+    after_idle = (steps["idle_before_s"] >= IDLE_GAP_S) & (steps["prefill_tokens"] > 0)
+    assert after_idle.sum() >= 5 and (~after_idle).sum() >= 5  # 0.5 req/s: the worker idles between some
+    for _, r in steps.iterrows():
+        step = row_plan(r)
+        factor = 2.0 if r["idle_before_s"] >= IDLE_GAP_S and r["prefill_tokens"] else model.run_factor(step, 1.0)
+        assert r["median_s"] == pytest.approx(factor * model.grid_step_time_s(step, 1.0), rel=0.02)
+
+
 def test_contention_predictions_follow_the_engine_models(tmp_path):
     from semipd.engine import resources_slowdown
     from sim.contention_check import predict
@@ -175,9 +198,11 @@ def test_profile_scale_multiplies_every_step(tmp_path):
 RUN_FACTORS = {"prefill": 1.2, "mixed": 1.45, "decode": 1.1}
 
 
-def append_run_rows(path, factors=RUN_FACTORS, counts=(12, 12, 30), policy="active", threads=2, seed=0):
-    """Run rows (sim/profiled.py): steps of a 'real run', each the law x its kind's factor.
-    Prefill chunks do not sample here, as in the law (true_time)."""
+def append_run_rows(path, factors=RUN_FACTORS, counts=(12, 12, 30), policy="active", threads=2, seed=0,
+                    idle_before_s=0.0):
+    """Run rows (sim/profiled.py): steps of a 'real run', each the law x its kind's factor,
+    all with the same idle gap before them. Prefill chunks do not sample here, as in the
+    law (true_time)."""
     rng = random.Random(seed)
     lines = []
     for _ in range(counts[0]):
@@ -191,7 +216,7 @@ def append_run_rows(path, factors=RUN_FACTORS, counts=(12, 12, 30), policy="acti
     with path.open("a") as f:
         for n, c, b, cd, factor in lines:
             f.write(f"run,{policy},{threads},{int(n > 0)},{n},{c},{b},{cd},{b},"
-                    f"{true_time(n, c, b, cd, threads) * factor:.9g}\n")
+                    f"{true_time(n, c, b, cd, threads, policy) * factor:.9g},{idle_before_s}\n")
     return path
 
 
@@ -220,31 +245,63 @@ def test_a_passive_model_takes_the_active_run_factors(tmp_path):
     assert passive.run_factors == active.run_factors
 
 
-def test_run_rows_of_one_thread_set_the_one_thread_steps_factors(tmp_path, caplog):
+def test_run_rows_of_one_thread_set_the_one_thread_steps_factors(tmp_path):
     """A disaggregated calibration run's rows (threads=1, its instances' cores) give the
     1-thread steps their own factors, the 2-thread rows the 2-thread steps'; a kind without
     enough rows of a thread count falls back to the factor of all run rows."""
     one_core = {"prefill": 1.3, "mixed": 1.0, "decode": 1.15}
     path = append_run_rows(append_run_rows(write_profile(tmp_path / "p.csv")), factors=one_core,
                            counts=(12, 2, 30), threads=1, seed=1)
-    with caplog.at_level(logging.INFO, logger="sim.profiled"):
-        model = ProfiledCostModel(path, MODEL, HW)
-    two_only = ProfiledCostModel(append_run_rows(write_profile(tmp_path / "q.csv")), MODEL, HW)
-    assert "on 1 threads: prefill 1.3" in caplog.text
-    assert model.thread_run_factors[1]["prefill"] == pytest.approx(1.3, rel=0.02)
-    assert model.thread_run_factors[1]["decode"] == pytest.approx(1.15, rel=0.02)
-    assert "mixed" not in model.thread_run_factors[1] and two_only.thread_run_factors == {}
-    for step, kind in ((plan(300, 0), "prefill"), (plan(100, 50, (400,) * 6), "mixed"), (plan(0, 0, (90, 800)), "decode")):
-        one = model.thread_run_factors[1].get(kind, model.run_factors[kind])
-        assert model.step_time_s(step, 0.5) == pytest.approx(one * model.grid_step_time_s(step, 0.5))
+    model = ProfiledCostModel(path, MODEL, HW)
+    steps = {"prefill": plan(300, 0), "mixed": plan(100, 50, (400,) * 6), "decode": plan(0, 0, (90, 800))}
+    for kind, step in steps.items():
         assert model.step_time_s(step, 1.0) == pytest.approx(RUN_FACTORS[kind] * model.grid_step_time_s(step, 1.0),
                                                              rel=0.02)
+    for kind in ("prefill", "decode"):
+        assert model.run_factor(steps[kind], 0.5) == pytest.approx(one_core[kind], rel=0.02)
+    # 2 one-thread mixed rows: all 14 mixed rows' factor (12 of them 2-thread rows at 1.45).
+    assert model.run_factor(steps["mixed"], 0.5) == pytest.approx(RUN_FACTORS["mixed"], rel=0.02)
     assert model.run_factors["prefill"] == pytest.approx(1.25, rel=0.02)  # all 24 prefill rows
-    assert model.step_time_s(plan(100, 50, (400,) * 6), 0.5) == pytest.approx(
-        model.run_factors["mixed"] * model.grid_step_time_s(plan(100, 50, (400,) * 6), 0.5))
     # A disaggregated device (devices=2: one core of two) reads the 1-thread fit and factors.
     device = ProfiledCostModel(path, MODEL, HW, devices=2)
     assert device.step_time_s(plan(300, 0), 1.0) == pytest.approx(model.step_time_s(plan(300, 0), 0.5))
+
+
+def test_a_passive_model_reads_passive_run_rows_where_there_are_some(tmp_path):
+    """Run rows of semi-PD's passive workers (a semi-PD calibration run) set the passive
+    model's factors; the active model keeps the active rows'."""
+    path = append_run_rows(append_run_rows(write_profile(tmp_path / "p.csv")), policy="passive",
+                           factors={"prefill": 0.9, "mixed": 1.0, "decode": 0.95}, seed=4)
+    active, passive = (ProfiledCostModel(path, MODEL, HW, omp_wait=w) for w in ("active", "passive"))
+    for kind, factor in RUN_FACTORS.items():
+        assert active.run_factors[kind] == pytest.approx(factor, rel=0.02), kind
+    step = plan(300, 0)
+    assert passive.step_time_s(step, 1.0) == pytest.approx(0.9 * passive.grid_step_time_s(step, 1.0), rel=0.02)
+
+
+def test_steps_after_idle_take_the_after_idle_rows_factor(tmp_path):
+    """Run rows of steps that followed an idle gap (>= IDLE_GAP_S, or a worker's first step)
+    set the factor of a step after idle; the busy steps' factors leave them out."""
+    from sim.profiled import IDLE_GAP_S
+    path = append_run_rows(append_run_rows(write_profile(tmp_path / "p.csv")), counts=(14, 0, 0),
+                           factors={"prefill": 1.6}, idle_before_s=0.8, seed=2)
+    with path.open("a") as f:  # a worker's first steps: no step before them
+        f.write("".join(f"run,active,2,1,{n},0,0,0,0,{true_time(n, 0, 0, 0, 2) * 1.6:.9g},inf\n" for n in (90, 500)))
+    model = ProfiledCostModel(path, MODEL, HW)
+    step = plan(300, 0)
+    # The 12 busy rows (16 after idle: were they pooled, the median would be theirs).
+    assert model.run_factor(step, 1.0) == pytest.approx(RUN_FACTORS["prefill"], rel=0.02)
+    assert model.run_factor(step, 1.0, idle_before_s=IDLE_GAP_S / 2) == model.run_factor(step, 1.0)
+    for idle in (IDLE_GAP_S, 3.0, float("inf")):
+        assert model.step_time_s(step, 1.0, idle) == pytest.approx(1.6 * model.grid_step_time_s(step, 1.0), rel=0.02)
+    # No after-idle decode rows: a decode after idle takes the busy decode factor.
+    assert model.run_factor(plan(0, 0, (90, 800)), 1.0, idle_before_s=5.0) == model.run_factor(plan(0, 0, (90, 800)), 1.0)
+    # An older profile without the column: every row back to back (busy).
+    old = tmp_path / "old.csv"
+    old.write_text("".join(line if line.startswith("#") else line.rsplit(",", 1)[0] + "\n"
+                           for line in path.read_text().splitlines(keepends=True)))
+    assert ProfiledCostModel(old, MODEL, HW).run_factor(step, 1.0, idle_before_s=5.0) == pytest.approx(
+        ProfiledCostModel(old, MODEL, HW).run_factor(step, 1.0))
 
 
 def test_a_kind_with_few_run_rows_keeps_factor_one(tmp_path):

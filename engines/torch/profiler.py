@@ -56,8 +56,10 @@ DECODE_CONTEXTS = (128, 1024)
 MIXED = ((16, 512, 256, 0), (32, 128, 64, 256), (64, 1024, 16, 0), (4, 1024, 1024, 0))  # (b, c, n, c_prefill)
 BLOCK_SIZE = 16
 WARM_UP_STEPS = 2
+# idle_before_s: how long the worker sat idle before the step; 0 for the grid (steps back to
+# back), the gap for a real run's steps (harness/fidelity.py run rows).
 COLUMNS = ("kind", "omp_wait", "threads", "prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs",
-           "decode_context", "num_samples", "median_s", "min_s", "max_s", "repeats")
+           "decode_context", "num_samples", "median_s", "min_s", "max_s", "repeats", "idle_before_s")
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -227,7 +229,7 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
                             f"{1e3 * statistics.median(times):9.2f} ms")
     rows = [(shape.kind, policy, t, int(shape.prefill_tokens > 0), shape.prefill_tokens, shape.prefill_context,
              shape.decode_seqs, shape.decode_context, shape.num_samples, statistics.median(ts), min(ts), max(ts),
-             len(ts))
+             len(ts), 0.0)
             for policy in policies for t in counts for shape in shapes for ts in [samples[(policy, t, shape)]]]
     write_csv(out_path, head + [f"# rounds: {rounds} (shuffled, seed {seed})"], COLUMNS, rows)
     return out_path
