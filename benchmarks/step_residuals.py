@@ -33,7 +33,7 @@ IDLE_S = 0.2  # a gap this long or longer: the worker was idle (no request to st
 def residuals(run: Path, cost) -> pd.DataFrame:
     """One row per step of a real run: kind, idle gap before it (inf for the first),
     predicted (after-idle run factors included) and real duration."""
-    from harness.fidelity import run_rows
+    from harness.fidelity_profile import run_rows
     from sim.profiled import row_plan, step_kind
     rows = run_rows(run, threads=2)
     return pd.DataFrame({

@@ -68,7 +68,6 @@ def _row_format(rows: Sequence[tuple[Any, ...]], num_columns: int) -> str | None
     return ",".join(formats) + "\n"
 
 
-
 def _cell(value: Any) -> Any:
     if value is None:
         return ""

@@ -43,7 +43,7 @@ enough: on one machine such prefills ran 1.14x their prediction against 1.03x fo
 ones, and at light load one slow prefill lets the next prompts join the following step
 (README, "Light-load TTFT"); on another the two factors were the same. A model reads the run
 rows of its own OpenMP wait policy where there are any: semi-PD's passive workers those of a
-semi-PD calibration run with the measured contention divided out (harness/fidelity.py
+semi-PD calibration run with the measured contention divided out (harness/fidelity_profile.py
 run_rows), whose steps took 0.93-1.09x the passive grid where unified's took 1.06-1.30x the
 active one (the profile of the README's latest fidelity report).
 The run rows are not in the fit.
@@ -215,7 +215,7 @@ class ProfiledCostModel:
         # workers: a semi-PD calibration run's steps, harness/fidelity.py), else all of them.
         own = run_rows[run_rows["omp_wait"] == omp_wait]
         self.run_rows = own if len(own) else run_rows
-        self.factors = self._run_factors(self.run_rows, grid_rows)
+        self.run_factors, self.factors = self._run_factors(self.run_rows, grid_rows)
 
     # ----- prediction ---------------------------------------------------------------------
     def step_time_s(self, plan: StepPlan, share: float, idle_before_s: float = 0.0) -> float:
@@ -238,11 +238,12 @@ class ProfiledCostModel:
                 return factor
         return self.run_factors[kind]
 
-    def _run_factors(self, run_rows: pd.DataFrame, grid_rows: pd.DataFrame) -> dict[tuple, float]:
+    def _run_factors(self, run_rows: pd.DataFrame, grid_rows: pd.DataFrame
+                     ) -> tuple[dict[str, float], dict[tuple, float]]:
         """Per group of run rows with at least MIN_RUN_ROWS of them, keyed (threads or ALL,
         kind, IDLE or BUSY), the median of measured / predicted by the fit of the
         grid rows with the run's own thread count and OpenMP wait policy (so a passive
-        model's factors are an active one's). Sets run_factors, per kind over all rows."""
+        model's factors are an active one's); and per kind over all its rows (1.0 with fewer)."""
         ratios: dict[tuple, list[float]] = {}
         for (policy, threads), group in run_rows.groupby(["omp_wait", "threads"]):
             same = grid_rows[(grid_rows["omp_wait"] == policy) & (grid_rows["threads"] == threads)]
@@ -257,13 +258,13 @@ class ProfiledCostModel:
                 for t in (int(threads), ALL):
                     ratios.setdefault((t, kind, state), []).append(ratio)
         factors = {key: float(np.median(v)) for key, v in ratios.items() if len(v) >= MIN_RUN_ROWS}
-        self.run_factors = {kind: factors.pop((kind,), 1.0) for kind in STEP_KINDS}
-        parts = [f"{k} {self.run_factors[k]:.3f} ({len(ratios.get((k,), ()))})"
+        per_kind = {kind: factors.pop((kind,), 1.0) for kind in STEP_KINDS}
+        parts = [f"{k} {per_kind[k]:.3f} ({len(ratios.get((k,), ()))})"
                  + (f" after idle {factors[(ALL, k, IDLE)]:.3f} ({len(ratios[(ALL, k, IDLE)])})"
                     if (ALL, k, IDLE) in factors else "") for k in STEP_KINDS]
         log.info("profiled cost model: %s run factors (from how many run rows): %s; %d groups by thread "
                  "count and idle", self.profile, ", ".join(parts), len(factors))
-        return factors
+        return per_kind, factors
 
     def grid_step_time_s(self, plan: StepPlan, share: float) -> float:
         """The grid's prediction alone: no run factor, no scale (a step timed as the profiler

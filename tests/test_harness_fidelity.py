@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness import fidelity
+from harness import fidelity, fidelity_profile
 
 
 def test_errors_are_against_the_median_real_run_with_its_spread():
@@ -65,10 +65,10 @@ def test_semipd_run_rows_divide_the_measured_contention_out(tmp_path):
         columns=["worker", "start_s", "duration_s", "num_prefill_tokens", "num_decode_tokens", "batch_size",
                  "share", "prefill_context_tokens", "decode_context_tokens", "num_samples"]
     ).to_csv(run / "steps.csv", index=False)
-    rows = fidelity.run_rows(run, threads=2, omp_wait="passive", contention=(2.0, 1.5))
+    rows = fidelity_profile.run_rows(run, threads=2, omp_wait="passive", contention=(2.0, 1.5))
     assert rows["median_s"].tolist() == pytest.approx([0.4 - 0.2 * 0.5, 0.1 - 0.1 / 3, 0.2 - 0.1 / 3, 0.05])
     assert set(rows["omp_wait"]) == {"passive"}
-    assert fidelity.run_rows(run, threads=2)["median_s"].tolist() == pytest.approx([0.4, 0.1, 0.2, 0.05])
+    assert fidelity_profile.run_rows(run, threads=2)["median_s"].tolist() == pytest.approx([0.4, 0.1, 0.2, 0.05])
 
 
 def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
@@ -142,7 +142,7 @@ def test_rounds_merge_by_the_median(tmp_path):
         p.write_text(head + cols + f"decode,active,2,0,0,0,4,128,4,{t},{t},{t},3\n"
                      f"prefill,active,2,1,16,0,0,0,0,{2 * t},{2 * t},{2 * t},3\n")
         paths.append(p)
-    meta, rows = read_profile(fidelity.merge_rounds(paths, tmp_path / "m.csv"))
+    meta, rows = read_profile(fidelity_profile.merge_rounds(paths, tmp_path / "m.csv"))
     assert meta["model"] == "m" and meta["rounds"].startswith("3 ")
     assert rows["median_s"].tolist() == pytest.approx([0.012, 0.024])
     assert rows["min_s"].tolist() == pytest.approx([0.010, 0.020]) and rows["repeats"].tolist() == [9, 9]
@@ -167,7 +167,7 @@ def test_a_runs_steps_become_run_rows(tmp_path):
     prof.write_text("# format: semipd-bench-profile/1\n# model: m\nkind,omp_wait,threads,prefill_seqs,prefill_tokens,"
                     "prefill_context,decode_seqs,decode_context,num_samples,median_s,min_s,max_s,repeats,idle_before_s\n"
                     "decode,active,2,0,0,0,4,128,4,0.01,0.01,0.01,3,0\n")
-    assert fidelity.add_run_rows(prof, run, threads=2) == 3
+    assert fidelity_profile.add_run_rows(prof, run, threads=2) == 3
     rows = read_profile(prof)[1]
     run_rows = rows[rows["kind"] == "run"]
     assert run_rows[["prefill_seqs", "prefill_tokens", "prefill_context", "decode_seqs", "decode_context",
@@ -182,7 +182,7 @@ def test_idle_gaps_are_per_worker_in_start_order():
     """idle_before_s: the gap since the same worker's last step ended, whatever the row order."""
     steps = pd.DataFrame({"worker": ["d", "p", "d", "p", "d"], "start_s": [0.5, 0.0, 0.1, 1.0, 0.0],
                           "duration_s": [0.1, 0.4, 0.05, 0.2, 0.1]})
-    assert fidelity.idle_before_s(steps).tolist() == pytest.approx([0.35, math.inf, 0.0, 0.6, math.inf])
+    assert fidelity_profile.idle_before_s(steps).tolist() == pytest.approx([0.35, math.inf, 0.0, 0.6, math.inf])
 
 
 def test_a_drift_runs_scale_is_its_busy_time_over_the_prediction(tmp_path, monkeypatch):

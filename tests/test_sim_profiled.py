@@ -150,7 +150,7 @@ def test_a_run_with_the_profiled_cost_model(tmp_path):
 def test_a_simulated_run_charges_steps_after_idle(tmp_path):
     """In a run, each worker's step that starts IDLE_GAP_S or more after its previous one
     ended (and its first) takes the after-idle factor; the others the busy one."""
-    from harness.fidelity import run_rows
+    from harness.fidelity_profile import run_rows
     from harness.goodput import compose
     from harness.run import run
     from sim.profiled import IDLE_GAP_S, row_plan
