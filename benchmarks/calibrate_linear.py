@@ -11,7 +11,7 @@ For each GPU it fits, by least squares on log(predicted / measured) over every r
   all-reduce:  link_efficiency, interconnect_latency_s (ring formula, 2-GPU NVLink pair)
 then predicts every row with the cost model's own function, writes them to --out and
 prints the median absolute % error per (gpu, model, tp, op) and overall. The printed
-constants are copied into sim/specs.py by hand (the project never reads these files).
+constants are copied into conf/hardware/<gpu>.yaml by hand (the project never reads these files).
 """
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def main() -> None:
         hw = dataclasses.replace(hw, elementwise_bandwidth_efficiency=fit_elementwise(
             df[df.k.isna() & (df.tokens >= 64)], hw))
         latency_s, link_eff = fit_all_reduce(args.profiles, gpu)
-        print(f"\n== fitted constants for {hw_name} (copy into sim/specs.py):\n"
+        print(f"\n== fitted constants for {hw_name} (copy into conf/hardware/{hw_name}.yaml):\n"
               f"  compute_efficiency_max={hw.compute_efficiency_max}, "
               f"compute_efficiency_half_tokens={hw.compute_efficiency_half_tokens},\n"
               f"  bandwidth_efficiency={hw.bandwidth_efficiency}, "

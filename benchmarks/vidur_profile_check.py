@@ -5,8 +5,8 @@ token count: how far a run with `executor.profile=<Vidur dir>` moves from the ro
 Usage: python benchmarks/vidur_profile_check.py --profiles PATH
 
 PATH: Vidur's profiling data directory (microsoft/vidur `data/profiling`), read at
-compute/{a100,h100}/meta-llama/Llama-2-7b-hf/mlp.csv. Llama-2-7b is not in the model
-registry (sim/specs.py); its spec here is Llama-3-8B's changed to Llama-2-7b's config.json
+compute/{a100,h100}/meta-llama/Llama-2-7b-hf/mlp.csv. Llama-2-7b is not a bundled
+model (models/); its spec here is Llama-3-8B's changed to Llama-2-7b's config.json
 (32 KV heads, MLP 11008; meta-llama/Llama-2-7b-hf). The roofline was calibrated on these
 same files (benchmarks/calibrate_linear.py), so this checks consistency, not step times.
 """

@@ -15,20 +15,18 @@ from engines.errors import ConfigError
 from engines.loop import Loop
 from engines.plan import Executor
 from engines.unified import build_unified
-from harness.config import RunConfig
+from harness.config import RunConfig, hardware_of
 from semipd.controller import SLO
 from semipd.engine import build_semipd
 from sim.cost_model import DEFAULT_STEP_OVERHEAD_S, RooflineCostModel
 from sim.executor import SimExecutor
 from sim.memory import estimate_activation_reserve_bytes, kv_bytes_per_block_per_gpu, kv_capacity_blocks
-from sim.specs import HardwareSpec, get_hardware, get_model
+from sim.specs import HardwareSpec
 
 log = logging.getLogger(__name__)
 
-# One direction, per GPU. PCIe 4.0 x16 ~25 GB/s usable (A100/A800), PCIe 5.0 ~50 GB/s
-# (H100/H200); between nodes the semi-PD 405B setup has 200 Gbit/s = 25 GB/s
-# (arXiv 2504.19867, evaluation setup). PCIe raw per direction, x16: 31.5 GB/s (4.0), 63 GB/s (5.0).
-_PCIE_BYTES_S = {"a100_40g": 25e9, "a100_80g": 25e9, "a800_80g": 25e9, "h100_80g": 50e9, "h200_141g": 50e9}
+# One direction, per GPU. PCIe: the GPU file's pcie_bandwidth_bytes_s (conf/hardware); between
+# nodes the semi-PD 405B setup has 200 Gbit/s = 25 GB/s (arXiv 2504.19867, evaluation setup).
 _NETWORK_BYTES_S = 25e9
 _PCIE_LATENCY_S = 10e-6
 _NETWORK_LATENCY_S = 20e-6
@@ -38,12 +36,12 @@ def kv_link(name: str, hw: HardwareSpec) -> KVLink:
     if name == "nvlink":
         return KVLink("nvlink", hw.nvlink_bandwidth_bytes_s * hw.link_efficiency, hw.interconnect_latency_s)
     if name == "pcie":
-        return KVLink("pcie", _PCIE_BYTES_S.get(hw.name, 25e9), _PCIE_LATENCY_S)
+        return KVLink("pcie", hw.pcie_bandwidth_bytes_s, _PCIE_LATENCY_S)
     return KVLink("network", _NETWORK_BYTES_S, _NETWORK_LATENCY_S)
 
 
 def make_executor_factory(cfg: RunConfig) -> Callable[[], Executor]:
-    model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
+    model, hw = cfg.model.spec(), hardware_of(cfg.hardware).spec
     eng = cfg.engine
     # The cost model is stateless: every worker can share one.
     if cfg.executor.cost_model == "profiled":
@@ -115,7 +113,7 @@ def _build_torch(cfg: RunConfig, loop: Loop) -> Engine:
     setup = runtime.prepare(cfg.model.name, cfg.model.checkpoint, device=ex.device, dtype=ex.dtype,
                             block_size=eng.block_size_tokens, kv_cache_bytes=ex.kv_cache_bytes,
                             gpu_memory_utilization=eng.gpu_memory_utilization)
-    common = dict(loop=loop, num_kv_blocks=setup.num_blocks, max_model_len=setup.config.max_position_embeddings)
+    common = dict(loop=loop, num_kv_blocks=setup.num_blocks, max_model_len=setup.config.max_context_tokens)
     if ex.runtime == "inprocess":
         executor = runtime.make_executor(setup, block_size=eng.block_size_tokens, temperature=ex.temperature,
                                          seed=cfg.workload.seed, num_threads=ex.num_threads,
@@ -191,7 +189,7 @@ def sim_reads_slo(cfg: RunConfig) -> bool:
 
 
 def _build_one(cfg: RunConfig, eng: EngineConfig, loop: Loop) -> Engine:
-    model, hw = get_model(cfg.model.name), get_hardware(cfg.hardware.name)
+    model, hw = cfg.model.spec(), hardware_of(cfg.hardware).spec
     # semi-PD: one weight copy, but each of the two workers needs its own activations.
     workers_per_gpu = 2 if eng.design == "semipd" else 1
     pp = eng.pp

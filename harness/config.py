@@ -3,13 +3,17 @@ plain Python. Hydra's DictConfig is converted to these dataclasses at the edge
 (`OmegaConf.to_object`), so nothing below bench.py sees Hydra."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from engines.config import EngineConfig
 from engines.errors import ConfigError, check_choice, check_int, check_number
 from sim.share_model import SHARE_MODELS
-from sim.specs import HARDWARE, MODELS
+from sim.specs import Hardware, ModelSpec, hardware_from_fields, load_hardware, load_model, model_label
 from workloads.config import WorkloadConfig
 
 EXECUTORS = ("sim", "torch", "http")
@@ -26,15 +30,65 @@ TORCH_DTYPES = ("bfloat16", "float32", "float16")
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
+# conf/model/*.yaml: `name: ${model_name:${.config},<bundled name>}`, so a model given by
+# model.config=PATH is named after its directory (sim.specs.model_label).
+OmegaConf.register_new_resolver("model_name", model_label, replace=True)
+
+
 @dataclass
 class ModelConfig:
-    name: str = "llama3_8b"          # a key of sim.specs.MODELS
+    name: str = "llama3_8b"          # a bundled model (models/<name>), or the label of `config`
+    # A Hugging Face config.json or a model directory holding one (sim/hf_config.py); None:
+    # the bundled models/<name>/config.json.
+    config: str | None = None
+    # Cap on the context (None: config.json's max_position_embeddings, or the bundled
+    # entry's cap: DeepSeek's model cards serve less than their YaRN-scaled limit).
+    max_context_tokens: int | None = None
     checkpoint: str | None = None    # Hugging Face-format directory (torch executor)
+
+    def spec(self) -> ModelSpec:
+        """The model as the simulator describes it: from `config`; without one, from the
+        checkpoint's config.json if there is one (the model a real run serves), else the
+        bundled models/<name>."""
+        config = self.config
+        if config is None and self.checkpoint and (Path(self.checkpoint) / "config.json").is_file():
+            config = self.checkpoint
+        return load_model(self.name, config, self.max_context_tokens)
 
 
 @dataclass
 class HardwareConfig:
-    name: str = "a100_80g"           # a key of sim.specs.HARDWARE
+    """A GPU: conf/hardware/<name>.yaml, every sim.specs.HardwareSpec field (sim/specs.py
+    hardware_from_fields checks which must be set and gives the rest defaults). All unset
+    (a RunConfig made in Python): the named file."""
+
+    name: str = "a100_80g"
+    peak_tflops_bf16: float | None = None
+    peak_tflops_fp8: float | None = None
+    hbm_bytes: int | None = None
+    hbm_bandwidth_bytes_s: float | None = None
+    num_sms: int | None = None
+    nvlink_bandwidth_bytes_s: float | None = None
+    pcie_bandwidth_bytes_s: float | None = None
+    interconnect_latency_s: float | None = None
+    compute_efficiency_max: float | None = None
+    compute_efficiency_half_tokens: float | None = None
+    bandwidth_efficiency: float | None = None
+    elementwise_bandwidth_efficiency: float | None = None
+    kernel_floor_s: float | None = None
+    link_efficiency: float | None = None
+    attention_compute_efficiency: float | None = None
+    bandwidth_saturation_share: float | None = None
+    calibration_source: str | None = None
+
+
+def hardware_of(cfg: HardwareConfig) -> Hardware:
+    """The run's GPU: its fields as composed (a conf/hardware file and any overrides), or,
+    when none is set (a RunConfig made in Python), conf/hardware/<name>.yaml."""
+    values = dataclasses.asdict(cfg)
+    if all(v is None for k, v in values.items() if k != "name"):
+        return load_hardware(cfg.name)
+    return hardware_from_fields(values, f"hardware={cfg.name}")
 
 
 @dataclass
@@ -187,9 +241,7 @@ class RunConfig:
     def _validate_sim_specs(self) -> None:
         """The simulator's model and hardware exist and the parallel layout splits the model
         as vLLM allows (whole attention heads per GPU, at least one layer per stage)."""
-        check_choice("model.name", self.model.name, sorted(MODELS))
-        check_choice("hardware.name", self.hardware.name, sorted(HARDWARE))
-        model, hw, tp, pp = MODELS[self.model.name], HARDWARE[self.hardware.name], self.engine.tp, self.engine.pp
+        model, hw, tp, pp = self.model.spec(), hardware_of(self.hardware).spec, self.engine.tp, self.engine.pp
         if model.num_heads % tp:
             raise ConfigError("engine.tp", f"a divisor of {model.name}'s {model.num_heads} attention heads", tp)
         kv = model.num_kv_heads

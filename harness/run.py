@@ -18,7 +18,7 @@ from engines.request import Request
 from engines.wallclock import WallClockLoop
 from harness.build import build_engine
 from harness import sim_cache
-from harness.config import RunConfig
+from harness.config import RunConfig, hardware_of
 from harness.versions import versions
 from semipd.engine import SemiPDEngine
 from metrics.definitions import compute_request_metrics
@@ -50,6 +50,10 @@ class RunResult:
 def run(cfg: RunConfig, run_dir: Path, *, config_yaml: str = "") -> RunResult:
     """Run `cfg`, write the run directory (the result-file contract) and return what it produced."""
     cfg.validate()
+    hardware = hardware_of(cfg.hardware)
+    if cfg.executor.name == "sim" and hardware.uncalibrated:
+        log.warning("hardware %s: no calibrated %s; running with the defaults (sim/specs.py DEFAULT_EFFICIENCIES, "
+                    "the A100 calibration)", cfg.hardware.name, ", ".join(hardware.uncalibrated))
     if cfg.executor.name == "http":  # an external server is the engine
         from harness.http_run import run_http
         return run_http(cfg, Path(run_dir), config_yaml or _yaml(cfg))
@@ -204,7 +208,10 @@ def _summary(cfg: RunConfig, engine: Engine, workload, requests: list[Request], 
     summary["num_preemptions"] = sum(r.num_preemptions for r in requests)
     summary["engine_shape"] = _shape(cfg.engine)
     if cfg.executor.name == "sim":
-        summary |= {"cost_model": cfg.executor.cost_model, "profile": cfg.executor.profile}
+        hardware = hardware_of(cfg.hardware)
+        summary |= {"cost_model": cfg.executor.cost_model, "profile": cfg.executor.profile,
+                    "model_config": cfg.model.config, "hardware_calibration": hardware.calibration_source,
+                    "hardware_uncalibrated": list(hardware.uncalibrated)}
     else:
         summary |= {"device": cfg.executor.device, "dtype": cfg.executor.dtype,
                     "ignore_eos": cfg.executor.ignore_eos,

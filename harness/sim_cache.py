@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.build import sim_reads_slo
-from harness.config import RunConfig
+from harness.config import RunConfig, hardware_of
 from metrics.definitions import RequestMetrics
 from metrics.results import atomic_write_bytes
 
@@ -57,6 +57,8 @@ def key(cfg: RunConfig) -> str:
     h.update(repr(same).encode())
     for path in (cfg.workload.path, cfg.executor.profile):
         h.update(repr(_inputs_stat(path)).encode())
+    # The model and GPU as read from their files (a config.json edited in place is another model).
+    h.update(repr((cfg.model.spec(), hardware_of(cfg.hardware).spec)).encode())
     return h.hexdigest()[:32]
 
 

@@ -119,7 +119,7 @@ def differences(fig12: pd.DataFrame) -> str:
         "(`rate_unit` in the setup tables), not per physical GPU.\n"
         "- **Absolute latencies** come from a cost model whose GEMMs are calibrated on measured operator "
         "times (`benchmarks/calibrate_linear.py`) but whose attention, MLA and MoE kernels, and the "
-        "per-step host overhead, are assumptions (sim/specs.py, sim/cost_model.py).\n")
+        "per-step host overhead, are assumptions (conf/hardware/*.yaml, sim/cost_model.py).\n")
     return "".join(out)
 
 

@@ -139,9 +139,16 @@ def expert_linears(m: ModelSpec) -> tuple[Linear, ...]:
 
 
 def norm_params_per_layer(m: ModelSpec) -> int:
-    """Two RMSNorms on the residual stream, plus MLA's kv_a (and q_a) norms."""
+    """Two RMSNorms on the residual stream, plus MLA's kv_a (and q_a) norms, plus Qwen3's
+    per-head query and key norms (one head_dim weight each, shared by the heads)."""
     extra = m.mla.kv_lora_rank + m.mla.q_lora_rank if m.mla else 0
-    return 2 * m.hidden + extra
+    return 2 * m.hidden + extra + (2 * m.head_dim if m.qk_norm else 0)
+
+
+def bias_params_per_layer(m: ModelSpec) -> int:
+    """Attention biases: q, k and v (Qwen2; Llama and Qwen3 with attention_bias) and o."""
+    qkv = (m.num_heads + 2 * m.num_kv_heads) * m.head_dim if m.qkv_bias else 0
+    return qkv + (m.hidden if m.o_bias else 0)
 
 
 def num_moe_layers(m: ModelSpec) -> int:
@@ -156,7 +163,7 @@ def layer_params(m: ModelSpec, moe_layer: bool, num_experts: float | None = None
     if moe_layer:
         e = m.moe.num_routed_experts if num_experts is None else num_experts
         total += e * sum(x.params for x in expert_linears(m))
-    return total + norm_params_per_layer(m)
+    return total + norm_params_per_layer(m) + bias_params_per_layer(m)
 
 
 def layer_linears(m: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
@@ -171,14 +178,17 @@ def layer_linears(m: ModelSpec, moe_layer: bool) -> tuple[Linear, ...]:
 def activation_elems_per_token(m: ModelSpec, tp: int) -> int:
     """Widest live activation set of one layer's forward per token on one TP rank:
     hidden states + residual, the attention inputs, the MLP intermediates."""
+    mlp = 3 * m.intermediate // tp
     if m.mla is None:  # q, k, v; gate+up and the SiLU output
         heads, kv_heads = m.num_heads // tp, max(1, m.num_kv_heads // tp)
-        return 2 * m.hidden + (heads + 2 * kv_heads) * m.head_dim + 3 * m.intermediate // tp
-    a, heads = m.mla, m.num_heads // tp
-    # q, q latent, kv latent, and the prefill path's decompressed k_nope + v per head.
-    attn = heads * a.qk_head_dim + a.q_lora_rank + a.latent_dim \
-        + heads * (a.qk_nope_head_dim + a.v_head_dim)
-    mlp = 3 * m.intermediate // tp
+        attn = (heads + 2 * kv_heads) * m.head_dim
+        if m.moe is None:
+            return 2 * m.hidden + attn + mlp
+    else:
+        a, heads = m.mla, m.num_heads // tp
+        # q, q latent, kv latent, and the prefill path's decompressed k_nope + v per head.
+        attn = heads * a.qk_head_dim + a.q_lora_rank + a.latent_dim \
+            + heads * (a.qk_nope_head_dim + a.v_head_dim)
     if m.moe is not None:  # fused-MoE caches per (token, expert): gate+up, SiLU out, down out
         e = m.moe
         routed = e.num_active_experts * (3 * e.expert_intermediate // tp + m.hidden)

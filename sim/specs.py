@@ -1,19 +1,32 @@
-"""Hardware and model specifications for the simulator's cost model.
+"""Hardware and model specifications for the simulator's cost model, read from files.
 
-Datasheet numbers are from the vendors' datasheets and the models' published
-`config.json` (restated in the project's reference notes); efficiency fields are
-calibrated against the Vidur operator profiles (microsoft/vidur, MIT) by
-`benchmarks/calibrate_linear.py`. Nothing here reads files at run time.
+- A GPU is `conf/hardware/<name>.yaml` (`hardware=<name>`): datasheet numbers and the
+  efficiencies calibrated against the Vidur operator profiles (microsoft/vidur, MIT) by
+  `benchmarks/calibrate_linear.py`, with their source. A GPU whose file has no calibrated
+  efficiencies runs with DEFAULT_EFFICIENCIES, and the run names them (`uncalibrated`).
+- A model is a Hugging Face config.json (sim/hf_config.py): a bundled one,
+  `models/<name>/config.json` selected by `conf/model/<name>.yaml` (`model=<name>`), or
+  any local one (`model.config=PATH`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
-from sim.arch import (MLASpec, MoESpec, layer_linears, layer_params, norm_params_per_layer,
-                      num_moe_layers)
+from engines.errors import ConfigError
+from sim.arch import (MLASpec, MoESpec, bias_params_per_layer, layer_linears, layer_params,
+                      norm_params_per_layer, num_moe_layers)
 
 GIB = 1024**3
 MIB = 1024**2
+REPO_DIR = Path(__file__).resolve().parent.parent
+MODELS_DIR = REPO_DIR / "models"            # bundled config.json files, one directory per model
+MODEL_CONF_DIR = REPO_DIR / "conf" / "model"
+HARDWARE_DIR = REPO_DIR / "conf" / "hardware"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,79 +54,11 @@ class HardwareSpec:
     attention_compute_efficiency: float
     # Share of the SMs at which streaming kernels stop gaining bandwidth (share_model.py).
     bandwidth_saturation_share: float
+    pcie_bandwidth_bytes_s: float = 25e9  # per direction: KV transfers and swaps over PCIe
 
     @property
     def peak_flops_s(self) -> float:
         return self.peak_tflops_bf16 * 1e12
-
-
-# Fitted by benchmarks/calibrate_linear.py on the Vidur profiles (compute/a100/*/mlp.csv:
-# A100-80GB, Llama-2-7b/70b + CodeLlama-34b, TP 1-8, 1-4096 tokens; GEMM median |err|
-# 4.9 % at >= 64 tokens, TP1+TP4) and network/a100_pairwise_nvlink/all_reduce.csv
-# (NVLink-bridged pair, NCCL through torch.distributed: the 44 us latency is NCCL's, an
-# upper bound for vLLM's custom all-reduce on NVSwitch boxes).
-_A100_FIT = dict(
-    compute_efficiency_max=0.751,
-    compute_efficiency_half_tokens=89.8,
-    bandwidth_efficiency=0.809,
-    elementwise_bandwidth_efficiency=0.506,
-    kernel_floor_s=6.51e-6,
-    link_efficiency=0.708,
-    interconnect_latency_s=44.2e-6,
-)
-# Same script, compute/h100 and network/h100_pairwise_nvlink (median |err| 6.6 %).
-# Vidur does not name the card variant; fractions are of H100 SXM datasheet peaks.
-# 0.97 of 3.35 TB/s (read-mostly GEMV) is above the ~3.0 TB/s a real H100 SXM copy
-# reaches (read + write), so bandwidth-bound H100/H200 steps may be ~5-10 % optimistic.
-# H200 is the same GH100 die with faster HBM3e; a large copy reaches ~0.9 of peak on
-# both (3.0/3.35 and 4.3/4.8 TB/s), so the H100 fractions are reused.
-_H100_FIT = dict(
-    compute_efficiency_max=0.755,
-    compute_efficiency_half_tokens=171.0,
-    bandwidth_efficiency=0.97,
-    elementwise_bandwidth_efficiency=0.616,
-    kernel_floor_s=6.63e-6,
-    link_efficiency=0.663,
-    interconnect_latency_s=17.2e-6,
-)
-
-# SM share that saturates HBM for streaming kernels (share_model.py): 0.5 on A100,
-# checked against semi-PD's measured A100 curves by benchmarks/share_model_check.py.
-# H100/H200: a guess, not measured: they need more bytes/s per SM at peak (25 and 36
-# vs 19 GB/s) but have a faster per-SM memory path, so a bit more than half.
-_SAT_A100 = 0.5
-_SAT_H100 = 0.6
-
-HARDWARE: dict[str, HardwareSpec] = {
-    # Memory sizes are the totals the driver reports (nvidia-smi / cudaMemGetInfo),
-    # which is what vLLM's gpu_memory_utilization multiplies.
-    "a100_40g": HardwareSpec("a100_40g", 312.0, 0.0, 40960 * MIB, 1.555e12, 108, 300e9,
-                             attention_compute_efficiency=0.5,
-                             bandwidth_saturation_share=_SAT_A100, **_A100_FIT),
-    "a100_80g": HardwareSpec("a100_80g", 312.0, 0.0, 81920 * MIB, 2.039e12, 108, 300e9,
-                             attention_compute_efficiency=0.5,
-                             bandwidth_saturation_share=_SAT_A100, **_A100_FIT),
-    # A800: an A100 with NVLink cut to 400 GB/s total (200 each way).
-    "a800_80g": HardwareSpec("a800_80g", 312.0, 0.0, 81920 * MIB, 2.039e12, 108, 200e9,
-                             attention_compute_efficiency=0.5,
-                             bandwidth_saturation_share=_SAT_A100, **_A100_FIT),
-    "h100_80g": HardwareSpec("h100_80g", 989.0, 1979.0, 81559 * MIB, 3.35e12, 132, 450e9,
-                             attention_compute_efficiency=0.35,
-                             bandwidth_saturation_share=_SAT_H100, **_H100_FIT),
-    "h200_141g": HardwareSpec("h200_141g", 989.0, 1979.0, 143771 * MIB, 4.8e12, 132, 450e9,
-                              attention_compute_efficiency=0.35,
-                              bandwidth_saturation_share=_SAT_H100, **_H100_FIT),
-    # ROUGH numbers for this repo's 2-core x86 CI box, used only to give the torch
-    # executor's CPU runs a cost-model counterpart: 2 cores x 2 AVX2 FMA units x 8 fp32
-    # lanes x 2 flop x ~2.5 GHz = 0.16 TFLOP/s (no native bf16); ~20 GB/s DRAM;
-    # "SMs" = cores; no GPU link. Efficiencies are guesses, not calibrated.
-    "cpu": HardwareSpec("cpu", 0.16, 0.0, 16 * GIB, 20e9, 2, 0.0,
-                        interconnect_latency_s=0.0, compute_efficiency_max=0.5,
-                        compute_efficiency_half_tokens=8.0, bandwidth_efficiency=0.5,
-                        elementwise_bandwidth_efficiency=0.3, kernel_floor_s=20e-6,
-                        link_efficiency=1.0, attention_compute_efficiency=0.3,
-                        bandwidth_saturation_share=1.0),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +88,12 @@ class ModelSpec:
     weight_dtype_bytes: int | None = None
     mla: MLASpec | None = None        # None: GQA attention
     moe: MoESpec | None = None        # None: every layer has the dense MLP
+    qkv_bias: bool = False            # q, k, v projections with bias (Qwen2; Llama attention_bias)
+    o_bias: bool = False              # o projection with bias (Llama, Qwen3 attention_bias)
+    qk_norm: bool = False             # RMSNorm of each query and key head (Qwen3)
+    # Mistral's attention window; the context is capped at it (sim/hf_config.py), so None
+    # and a window give the same attention.
+    sliding_window: int | None = None
 
     @property
     def attention(self) -> str:
@@ -168,13 +119,15 @@ class ModelSpec:
     def num_params(self) -> int:
         return int(self._sum_layers(None)) + self._embedding_params() + self.hidden
 
-    def active_params(self) -> int:
+    def active_params(self, count_embedding: bool = False) -> int:
         """Parameters a token's forward multiplies: top-k routed + shared experts and all
-        else but the input embedding (a row lookup). This convention gives 2.45B for
-        V2-Lite and 36.6B for V3 against the published 2.4B and 37B."""
+        else but the input embedding (a row lookup), or with it (`count_embedding`, as
+        Mistral and Qwen count their MoE models' active parameters). Without it this
+        gives 2.45B for DeepSeek-V2-Lite and 36.6B for V3 against the published 2.4B and 37B."""
         k = self.moe.num_active_experts if self.moe else None
         lm_head = self.vocab * self.hidden
-        return int(self._sum_layers(k)) + lm_head + self.hidden
+        embedding = lm_head if count_embedding else 0
+        return int(self._sum_layers(k)) + lm_head + self.hidden + embedding
 
     def weight_bytes(self) -> int:
         return int(stage_weight_bytes(self, 0, self.num_layers, True, True, tp=1))
@@ -200,7 +153,8 @@ def stage_weight_bytes(m: ModelSpec, first_layer: int, end_layer: int, has_embed
         if count:
             per_layer = sum(x.params * (wb if x.quantized else b) / (1 if x.shard == "rep" else tp)
                             for x in layer_linears(m, moe))
-            total += count * (per_layer + norm_params_per_layer(m) * b)
+            # Biases counted whole (replicated): a few thousand parameters per layer.
+            total += count * (per_layer + (norm_params_per_layer(m) + bias_params_per_layer(m)) * b)
     vocab_shard = m.vocab * m.hidden * b / tp
     if has_embedding:
         total += vocab_shard
@@ -209,62 +163,141 @@ def stage_weight_bytes(m: ModelSpec, first_layer: int, end_layer: int, has_embed
     return total
 
 
-MODELS: dict[str, ModelSpec] = {
-    # Meta-Llama-3-8B / -70B and Llama-3.1-405B config.json (untied embeddings).
-    "llama3_8b": ModelSpec("llama3_8b", 32, 4096, 32, 8, 128, 14336, 128256, False, 2, 8192),
-    "llama3_70b": ModelSpec("llama3_70b", 80, 8192, 64, 8, 128, 28672, 128256, False, 2, 8192),
-    "llama31_405b": ModelSpec("llama31_405b", 126, 16384, 128, 8, 128, 53248, 128256, False,
-                              2, 131072),
-    # Toy shapes for CPU runs of the real torch executor, with Llama-3's vocabulary so
-    # the real tokenizer works (engines/torch/sizes.py builds their checkpoints from these).
-    # tiny: 68.0M params, 65.7M of them the untied embedding and LM head (as Llama-3 8B).
-    "tiny_llama": ModelSpec("tiny_llama", 4, 256, 4, 2, 64, 512, 128256, False, 2, 2048),
-    # small: ~100M params. With a 128256 vocab the tied embedding alone is 65.7M at
-    # hidden 512, so a wider model (e.g. hidden 768 -> 98.5M embedding + 75M layers =
-    # 174M) overshoots; 10 layers of 512 (8 heads x 64, 2 KV heads as Llama-3's 4:1
-    # GQA, MLP 3.5x hidden) add 34M for 99.8M in total.
-    "small_llama": ModelSpec("small_llama", 10, 512, 8, 2, 64, 1792, 128256, True, 2, 2048),
-    # deepseek-ai/DeepSeek-V2-Lite config.json: 27 layers, hidden 2048, 16 heads, MLA with
-    # q_lora_rank null, kv_lora_rank 512, rope 64 / nope 128 / v 128; 64 routed experts,
-    # 6 per token, 2 shared, moe_intermediate_size 1408, first_k_dense_replace 1 with
-    # intermediate_size 10944; vocab 102400, untied; rope_theta 10000, rms_norm_eps 1e-6.
-    # Context: 32k per the model card (config.json's max_position_embeddings 163840 is
-    # the YaRN-scaled limit, factor 40 x 4096). 15.7B total / 2.4B active (V2 paper, Tab.).
-    "deepseek_v2_lite": ModelSpec(
-        "deepseek_v2_lite", 27, 2048, 16, 16, 192, 10944, 102400, False, 2, 32768,
-        rope_theta=10000.0, rms_norm_eps=1e-6,
-        mla=MLASpec(q_lora_rank=0, kv_lora_rank=512, qk_nope_head_dim=128,
-                    qk_rope_head_dim=64, v_head_dim=128),
-        moe=MoESpec(num_routed_experts=64, num_active_experts=6, num_shared_experts=2,
-                    expert_intermediate=1408, num_dense_layers=1)),
-    # deepseek-ai/DeepSeek-V3 config.json: 61 layers, hidden 7168, 128 heads, MLA with
-    # q_lora_rank 1536; 256 routed experts, 8 per token, 1 shared, moe_intermediate_size
-    # 2048, first_k_dense_replace 3 with intermediate_size 18432; vocab 129280. FP8
-    # (e4m3, 128x128 block scales, ~0.02 % extra bytes, ignored) linear weights, bf16
-    # activations and KV. 671B total / 37B active, excluding the 14B multi-token-
-    # prediction module (V3 report, arXiv:2412.19437), which serving without speculative
-    # decoding does not load. Context 128k (model card).
-    "deepseek_v3": ModelSpec(
-        "deepseek_v3", 61, 7168, 128, 128, 192, 18432, 129280, False, 2, 131072,
-        rope_theta=10000.0, rms_norm_eps=1e-6, weight_dtype_bytes=1,
-        mla=MLASpec(q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
-                    qk_rope_head_dim=64, v_head_dim=128),
-        moe=MoESpec(num_routed_experts=256, num_active_experts=8, num_shared_experts=1,
-                    expert_intermediate=2048, num_dense_layers=3)),
-}
 
 
-def _lookup(registry: dict, kind: str, name: str):
-    try:
-        return registry[name]
-    except KeyError:
-        valid = ", ".join(sorted(registry))
-        raise ValueError(f"unknown {kind} {name!r}; valid names: {valid}") from None
+# ----- hardware from conf/hardware/*.yaml ---------------------------------------------------
+# Datasheet numbers every GPU file must give; the rest have defaults.
+HARDWARE_REQUIRED = ("peak_tflops_bf16", "hbm_bytes", "hbm_bandwidth_bytes_s", "num_sms", "nvlink_bandwidth_bytes_s")
+HARDWARE_OPTIONAL = {"peak_tflops_fp8": 0.0, "pcie_bandwidth_bytes_s": 25e9}  # no FP8 units; PCIe 4.0 x16
+# Calibrated numbers a GPU file may leave out: then these, the A100 calibration
+# (conf/hardware/a100_80g.yaml), and the run lists them as uncalibrated.
+DEFAULT_EFFICIENCIES = dict(
+    compute_efficiency_max=0.751, compute_efficiency_half_tokens=89.8, bandwidth_efficiency=0.809,
+    elementwise_bandwidth_efficiency=0.506, kernel_floor_s=6.51e-6, link_efficiency=0.708,
+    interconnect_latency_s=44.2e-6, attention_compute_efficiency=0.5, bandwidth_saturation_share=0.5)
+_HARDWARE_TYPES = typing.get_type_hints(HardwareSpec)
+_HARDWARE_KEYS = {f.name for f in fields(HardwareSpec)} | {"calibration_source"}
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """A GPU as its file gives it: the spec, the fields that took defaults, the source."""
+
+    spec: HardwareSpec
+    uncalibrated: tuple[str, ...]
+    calibration_source: str | None
+
+
+def hardware_from_fields(values: Mapping[str, Any], source: str) -> Hardware:
+    """A HardwareSpec from a GPU file's fields (None or absent: missing). Errors name the
+    file (`source`) and the field."""
+    unknown = sorted(set(values) - _HARDWARE_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: hardware fields", f"among {', '.join(sorted(_HARDWARE_KEYS))}", unknown)
+    given = {k: v for k, v in values.items() if v is not None}
+    out: dict[str, Any] = {"name": given.get("name")}
+    if not isinstance(out["name"], str) or not out["name"]:
+        raise ConfigError(f"{source}: hardware.name", "a non-empty name", out["name"])
+    for key in HARDWARE_REQUIRED:
+        if key not in given:
+            raise ConfigError(f"{source}: hardware.{key}", "set (a datasheet number every GPU file gives)", None)
+    defaults = {**HARDWARE_OPTIONAL, **DEFAULT_EFFICIENCIES}
+    for key, default in defaults.items():
+        out[key] = given.get(key, default)
+    for key in HARDWARE_REQUIRED:
+        out[key] = given[key]
+    for key in (*HARDWARE_REQUIRED, *defaults):
+        value, kind = out[key], _HARDWARE_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or (kind is int and not isinstance(value, int)):
+            raise ConfigError(f"{source}: hardware.{key}", "a non-negative " + ("integer" if kind is int else "number"),
+                              value)
+        out[key] = int(value) if kind is int else float(value)
+    for key in ("peak_tflops_bf16", "hbm_bytes", "hbm_bandwidth_bytes_s", "num_sms", "compute_efficiency_max",
+                "bandwidth_efficiency", "elementwise_bandwidth_efficiency", "link_efficiency",
+                "attention_compute_efficiency", "bandwidth_saturation_share"):
+        if out[key] <= 0:
+            raise ConfigError(f"{source}: hardware.{key}", "positive", out[key])
+    uncalibrated = tuple(k for k in DEFAULT_EFFICIENCIES if k not in given)
+    return Hardware(HardwareSpec(**out), uncalibrated, given.get("calibration_source"))
+
+
+def hardware_names() -> list[str]:
+    return sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def load_hardware(name: str) -> Hardware:
+    """conf/hardware/<name>.yaml."""
+    from omegaconf import OmegaConf
+    path = HARDWARE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError("hardware.name", f"one of {', '.join(hardware_names())} (files in {HARDWARE_DIR})", name)
+    return hardware_from_fields(OmegaConf.to_container(OmegaConf.load(path)), str(path))
 
 
 def get_hardware(name: str) -> HardwareSpec:
-    return _lookup(HARDWARE, "hardware", name)
+    return load_hardware(name).spec
+
+
+# ----- models from Hugging Face config.json files -------------------------------------------
+def model_names() -> list[str]:
+    """The bundled models: a conf/model/<name>.yaml with a models/<name>/config.json."""
+    return sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml") if (MODELS_DIR / p.stem / "config.json").is_file())
+
+
+def _bundled_max_context(name: str) -> int | None:
+    from omegaconf import OmegaConf
+    path = MODEL_CONF_DIR / f"{name}.yaml"
+    return OmegaConf.load(path).get("max_context_tokens") if path.is_file() else None
+
+
+def load_model(name: str, config: str | None = None, max_context_tokens: int | None = None) -> ModelSpec:
+    """The model `name` from `config` (a config.json or a model directory; None: the bundled
+    models/<name>), its context capped at `max_context_tokens` if given (None: the
+    bundled entry's cap, conf/model/<name>.yaml, if any)."""
+    from sim.hf_config import config_path
+    if config is None:
+        if name not in model_names():
+            raise ConfigError("model.name", f"one of the bundled models ({', '.join(model_names())}), or "
+                              "model.config=PATH (a Hugging Face config.json or model directory)", name)
+        config = str(MODELS_DIR / name)
+        if max_context_tokens is None:
+            max_context_tokens = _bundled_max_context(name)
+    path = config_path(config)
+    try:  # read again when the file changes (a checkpoint written during the process)
+        stat = path.stat()
+        version = (stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = None  # read_config names the missing file
+    return _load_model(name, str(path), version, max_context_tokens)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_model(name: str, path: str, _version, max_context_tokens: int | None) -> ModelSpec:
+    from sim.hf_config import ModelConfigError, read_config, spec_fields
+    out = spec_fields(read_config(path), path)
+    if max_context_tokens is not None:
+        if isinstance(max_context_tokens, bool) or not isinstance(max_context_tokens, int) or max_context_tokens < 1:
+            raise ConfigError("model.max_context_tokens", "a positive integer or null", max_context_tokens)
+        if max_context_tokens > out["max_context_tokens"]:
+            raise ModelConfigError(f"model.max_context_tokens={max_context_tokens} is above what {path} allows "
+                                   f"({out['max_context_tokens']} tokens)")
+        out["max_context_tokens"] = max_context_tokens
+    return ModelSpec(name=name, **out)
 
 
 def get_model(name: str) -> ModelSpec:
-    return _lookup(MODELS, "model", name)
+    """A bundled model (models/<name>/config.json)."""
+    return load_model(name)
+
+
+def model_label(config: str | None, default: str) -> str:
+    """A model's name: `default` for a bundled one (config None), else the name of the
+    model directory (`.../Qwen2.5-7B/config.json` and `.../Qwen2.5-7B` give Qwen2.5-7B)."""
+    if config is None:
+        return default
+    path = Path(str(config)).expanduser()
+    if path.name == "config.json":
+        path = path.parent
+    return path.resolve().name if path.name in ("", ".") else path.name

@@ -191,16 +191,12 @@ def test_slo_targets_must_be_finite_and_positive(field, bad):
             SLOConfig(**{field: value}).validate()
 
 
-def test_tp_must_give_each_gpu_whole_kv_heads(monkeypatch):
+def test_tp_must_give_each_gpu_whole_kv_heads():
     """vLLM's rule: tp divides the KV heads, or is a multiple of them (replication). No
-    shipped model breaks it without also breaking the attention-head rule, so use one
-    shaped like Qwen2-7B (28 heads, 4 KV heads)."""
-    import sim.specs as specs
-    import harness.config as hc
-    qwen = dataclasses.replace(specs.MODELS["llama3_8b"], name="qwen_like", num_heads=28, num_kv_heads=4)
-    monkeypatch.setitem(hc.MODELS, "qwen_like", qwen)
+    bundled model breaks it without also breaking the attention-head rule, so use
+    Qwen2.5-7B's config.json (28 heads, 4 KV heads)."""
     cfg = RunConfig()
-    cfg.model.name = "qwen_like"
+    cfg.model.name, cfg.model.config = "qwen_like", str(Path(__file__).parent / "data" / "hf" / "Qwen2.5-7B")
     for tp in (1, 2, 4, 28):
         cfg.engine.tp = tp
         cfg.validate()

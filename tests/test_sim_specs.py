@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from sim.specs import HARDWARE, MODELS, get_hardware, get_model
+from sim.specs import get_hardware, get_model, hardware_names, model_names
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -43,8 +43,9 @@ def test_specs_are_frozen():
         get_hardware("a100_80g").num_sms = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("hw", list(HARDWARE.values()), ids=list(HARDWARE))
-def test_efficiencies_are_fractions(hw):
+@pytest.mark.parametrize("name", hardware_names())
+def test_efficiencies_are_fractions(name):
+    hw = get_hardware(name)
     for f in ("compute_efficiency_max", "bandwidth_efficiency", "link_efficiency",
               "elementwise_bandwidth_efficiency", "attention_compute_efficiency",
               "bandwidth_saturation_share"):
@@ -52,8 +53,11 @@ def test_efficiencies_are_fractions(hw):
     assert hw.peak_tflops_fp8 == 0 or hw.peak_tflops_fp8 > hw.peak_tflops_bf16
 
 
-def test_registry_names_match_keys():
-    assert all(k == v.name for k, v in {**HARDWARE, **MODELS}.items())
+def test_file_names_match_names():
+    assert all(get_hardware(n).name == n for n in hardware_names())
+    assert all(get_model(n).name == n for n in model_names())
+    assert {"a100_80g", "h100_80g", "cpu", "l40s", "h20"} <= set(hardware_names())
+    assert {"llama3_8b", "deepseek_v3", "tiny_llama"} <= set(model_names())
 
 
 def test_hardware_has_what_the_paper_setups_need():
@@ -65,9 +69,22 @@ def test_hardware_has_what_the_paper_setups_need():
     assert a100.peak_tflops_fp8 == 0.0  # FP8 weights there would be weight-only
 
 
-def test_new_models_compose_as_configs():
+def test_bundled_models_compose_through_the_config_path():
+    """model=<name> (Hydra) and get_model(name) (Python) read the same bundled config.json,
+    with the bundled entry's context cap; model.config=PATH names the model after its directory."""
     from pathlib import Path
-    conf = Path(__file__).resolve().parent.parent / "conf" / "model"
-    for name in ("deepseek_v2_lite", "deepseek_v3"):
-        assert (conf / f"{name}.yaml").read_text().strip() == f"name: {name}"
-        assert get_model(name).name == name
+    from harness.goodput import compose
+    for name in model_names():
+        cfg = compose([f"model={name}"])
+        assert cfg.model.name == name and cfg.model.spec() == get_model(name)
+    assert get_model("deepseek_v2_lite").max_context_tokens == 32768  # conf/model: the model card's 32k
+    qwen = Path(__file__).parent / "data" / "hf" / "Qwen2.5-7B"
+    cfg = compose([f"model.config={qwen}"])
+    assert cfg.model.name == "Qwen2.5-7B" and cfg.model.spec().vocab == 152064
+    assert compose([f"model.config={qwen}/config.json", "model.name=q"]).model.spec().name == "q"
+
+
+def test_hardware_config_lists_every_spec_field():
+    from harness.config import HardwareConfig
+    spec_fields = {f.name for f in dataclasses.fields(get_hardware("a100_80g"))}
+    assert {f.name for f in dataclasses.fields(HardwareConfig)} == spec_fields | {"calibration_source"}

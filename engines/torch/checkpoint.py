@@ -39,6 +39,9 @@ def expected_shapes(c: LlamaConfig) -> dict[str, tuple[int, ...]]:
             p + "self_attn.k_proj.weight": (c.kv_size, h),
             p + "self_attn.v_proj.weight": (c.kv_size, h),
             p + "self_attn.o_proj.weight": (h, c.q_size),
+            **({p + f"self_attn.{x}_proj.bias": (n_out,) for x, n_out in
+                (("q", c.q_size), ("k", c.kv_size), ("v", c.kv_size))} if c.qkv_bias else {}),
+            **({p + "self_attn.o_proj.bias": (h,)} if c.o_bias else {}),
             p + "post_attention_layernorm.weight": (h,),
             p + "mlp.gate_proj.weight": (i, h),
             p + "mlp.up_proj.weight": (i, h),
@@ -151,6 +154,10 @@ def _assign(model: LlamaModel, t: dict[str, torch.Tensor]) -> None:
             layer.qkv_proj.copy_(torch.cat([t[p + f"self_attn.{x}_proj.weight"]
                                             for x in "qkv"]))
             layer.o_proj.copy_(t[p + "self_attn.o_proj.weight"])
+            if layer.qkv_bias is not None:
+                layer.qkv_bias.copy_(torch.cat([t[p + f"self_attn.{x}_proj.bias"] for x in "qkv"]))
+            if layer.o_bias is not None:
+                layer.o_bias.copy_(t[p + "self_attn.o_proj.bias"])
             layer.post_attention_layernorm.copy_(t[p + "post_attention_layernorm.weight"])
             layer.gate_up_proj.copy_(torch.cat([t[p + "mlp.gate_proj.weight"],
                                                 t[p + "mlp.up_proj.weight"]]))

@@ -1,17 +1,22 @@
 """LlamaConfig: the model shape, parsed from / written to a Hugging Face config.json.
 
+The real engine runs the Llama family: Llama (optionally with `attention_bias`: q, k, v
+and o biases), Mistral (Llama's layers; served within its `sliding_window`: the run's
+context is capped at the window, sim/hf_config.py, so full attention is the window's) and
+Qwen2 / Qwen2.5 (q, k and v biases).
+
 Torch-free on purpose (sizes.py and the simulator read it). Parsing errors raise
 CheckpointError naming the file and the field, because a bad config.json is the most
 common way a checkpoint directory is wrong.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engines.errors import UserError
+from engines.hf_fields import HFFields as _Fields, read_json_object
 
 
 class CheckpointError(UserError):
@@ -39,6 +44,16 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = field(default=None, hash=False)
+    model_type: str = "llama"            # llama | mistral | qwen2 (ARCHITECTURES)
+    qkv_bias: bool = False               # q, k and v projections with bias (Qwen2; Llama attention_bias)
+    o_bias: bool = False                 # o projection with bias (Llama attention_bias)
+    sliding_window: int | None = None    # Mistral (and Qwen2 with use_sliding_window)
+
+    @property
+    def max_context_tokens(self) -> int:
+        """The longest sequence this engine serves: the position limit, or the sliding
+        window if smaller (within it full attention is the window's attention)."""
+        return min(self.max_position_embeddings, self.sliding_window or self.max_position_embeddings)
 
     @property
     def eos_token_ids(self) -> frozenset[int]:
@@ -61,6 +76,7 @@ class LlamaConfig:
         """Exact parameter count, embeddings and LM head included."""
         h, i = self.hidden_size, self.intermediate_size
         attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        attn += (self.q_size + 2 * self.kv_size) * self.qkv_bias + h * self.o_bias
         per_layer = attn + 3 * h * i + 2 * h
         head = 0 if self.tie_word_embeddings else self.vocab_size * h
         return self.vocab_size * h + self.num_hidden_layers * per_layer + h + head
@@ -69,9 +85,15 @@ class LlamaConfig:
         return 2 * self.num_hidden_layers * self.kv_size * dtype_bytes
 
     def to_hf_dict(self, dtype: str) -> dict[str, Any]:
-        """config.json as transformers' LlamaForCausalLM and vLLM read it."""
+        """config.json as transformers' (Llama|Mistral|Qwen2)ForCausalLM and vLLM read it."""
+        extra: dict[str, Any] = {}
+        if self.model_type == "mistral":
+            extra = {"sliding_window": self.sliding_window}
+        elif self.model_type == "qwen2":
+            extra = {"sliding_window": self.sliding_window, "use_sliding_window": self.sliding_window is not None,
+                     "max_window_layers": self.num_hidden_layers}
         return {
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "architectures": [ARCHITECTURES[self.model_type]], "model_type": self.model_type,
             "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
             "num_hidden_layers": self.num_hidden_layers,
@@ -80,29 +102,21 @@ class LlamaConfig:
             "max_position_embeddings": self.max_position_embeddings,
             "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
             "rope_scaling": self.rope_scaling, "tie_word_embeddings": self.tie_word_embeddings,
-            "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+            "hidden_act": "silu", "attention_bias": self.o_bias, "mlp_bias": False,
             "attention_dropout": 0.0, "initializer_range": 0.02, "pretraining_tp": 1,
             "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
-            "use_cache": True, "torch_dtype": dtype,
+            "use_cache": True, "torch_dtype": dtype, **extra,
         }
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "LlamaConfig":
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: config.json not found")
-        try:
-            raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-        return cls.from_hf_dict(raw, source=str(path))
+        return cls.from_hf_dict(read_json_object(path, CheckpointError), source=str(path))
 
     @classmethod
     def from_hf_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "LlamaConfig":
-        f = _Fields(raw, source)
-        _check_supported(f)
+        f = _Fields(raw, source, CheckpointError)
+        model_type = _check_supported(f)
         hidden, heads = f.pos_int("hidden_size"), f.pos_int("num_attention_heads")
         kv_heads = f.pos_int("num_key_value_heads", heads)
         if heads % kv_heads:
@@ -118,48 +132,33 @@ class LlamaConfig:
             rms_norm_eps=f.pos_float("rms_norm_eps", 1e-6),
             rope_theta=_rope_theta(f), rope_scaling=_rope_scaling(f),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            bos_token_id=raw.get("bos_token_id"), eos_token_id=_eos_token_id(f))
+            bos_token_id=raw.get("bos_token_id"), eos_token_id=_eos_token_id(f), model_type=model_type,
+            qkv_bias=model_type == "qwen2" or (model_type == "llama" and f.flag("attention_bias")),
+            o_bias=model_type == "llama" and f.flag("attention_bias"), sliding_window=_sliding_window(f, model_type))
 
 
-class _Fields:
-    """Typed access to config.json fields with errors that name file and field."""
-
-    def __init__(self, raw: dict[str, Any], source: str):
-        self.raw, self.source = raw, source
-
-    def fail(self, name: str, what: str, value: Any = None):
-        got = "" if value is None else f", got {value!r}"
-        raise CheckpointError(f"{self.source}: field '{name}' {what}{got}")
-
-    def get(self, name: str, default: Any = None, required: bool = False) -> Any:
-        value = self.raw.get(name)
-        if value is None:
-            if required and default is None:
-                self.fail(name, "is missing")
-            return default
-        return value
-
-    def pos_int(self, name: str, default: int | None = None) -> int:
-        value = self.get(name, default, required=True)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self.fail(name, "must be a positive integer", value)
-        return value
-
-    def pos_float(self, name: str, default: float | None = None) -> float:
-        value = self.get(name, default, required=True)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            self.fail(name, "must be a positive number", value)
-        return float(value)
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
 
-def _check_supported(f: _Fields) -> None:
-    if f.get("model_type", "llama") != "llama":
-        f.fail("model_type", "must be 'llama'", f.raw["model_type"])
+def _check_supported(f: _Fields) -> str:
+    """The config's model_type, one the real engine runs."""
+    model_type = f.get("model_type", "llama")
+    if model_type not in ARCHITECTURES:
+        f.fail("model_type", f"must be one of {', '.join(ARCHITECTURES)} (the Llama family the real engine "
+               "runs; the simulator takes more: sim/hf_config.py)", model_type)
     if f.get("hidden_act", "silu") != "silu":
         f.fail("hidden_act", "must be 'silu' (SwiGLU MLP)", f.raw["hidden_act"])
-    for name in ("attention_bias", "mlp_bias"):
-        if f.get(name, False):
-            f.fail(name, "is not supported (no bias terms in this model)", True)
+    if f.get("mlp_bias", False):
+        f.fail("mlp_bias", "is not supported (no bias terms in the MLP)", True)
+    if model_type != "llama" and f.get("attention_bias", False):
+        f.fail("attention_bias", f"is not supported for model_type {model_type}", True)
+    return model_type
+
+
+def _sliding_window(f: _Fields, model_type: str) -> int | None:
+    if model_type == "llama" or (model_type == "qwen2" and not f.flag("use_sliding_window")):
+        return None
+    return None if f.get("sliding_window") is None else f.pos_int("sliding_window")
 
 
 def _eos_token_id(f: _Fields) -> int | list[int] | None:

@@ -126,10 +126,10 @@ class TorchExecutor:
         if not plan.seqs:
             return StepResult(0.0, ())
         longest = max(s.num_context_tokens + s.num_new_tokens for s in plan.seqs)
-        limit = self.model.config.max_position_embeddings
+        limit = self.model.config.max_context_tokens  # a sliding window's attention is full only within it
         if longest > limit:
-            raise ValueError(f"a sequence reaches {longest} tokens, past the model's "
-                             f"max_position_embeddings={limit}")
+            raise ValueError(f"a sequence reaches {longest} tokens, past the model's context of {limit} "
+                             "(max_position_embeddings, or the sliding window if smaller)")
         start = time.perf_counter()
         with torch.inference_mode():
             slices = [_slice(s) for s in plan.seqs]

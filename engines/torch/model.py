@@ -94,6 +94,9 @@ class LlamaLayer(nn.Module):
         self.input_layernorm = _empty(h, dtype=dtype, device=device)
         self.qkv_proj = _empty(c.q_size + 2 * c.kv_size, h, dtype=dtype, device=device)
         self.o_proj = _empty(h, c.q_size, dtype=dtype, device=device)
+        # Qwen2's q, k, v biases ([q; k; v]) and Llama's attention_bias (also o); None without.
+        self.qkv_bias = _empty(c.q_size + 2 * c.kv_size, dtype=dtype, device=device) if c.qkv_bias else None
+        self.o_bias = _empty(h, dtype=dtype, device=device) if c.o_bias else None
         self.post_attention_layernorm = _empty(h, dtype=dtype, device=device)
         self.gate_up_proj = _empty(2 * c.intermediate_size, h, dtype=dtype, device=device)
         self.down_proj = _empty(h, c.intermediate_size, dtype=dtype, device=device)
@@ -160,10 +163,13 @@ class LlamaModel(nn.Module):
     def _attention(self, layer: LlamaLayer, x, cos, sin, k_pages, v_pages, meta, attention, ops):
         c, n = self.config, x.shape[0]
         qkv = linear(layer, "qkv_proj", x)
+        if layer.qkv_bias is not None:  # before RoPE, as in Qwen2Attention
+            qkv = qkv + layer.qkv_bias
         # q and k are rotated together: one view over the first q_size + kv_size columns.
         qk = ops.rope(qkv[:, :c.q_size + c.kv_size].view(n, -1, c.head_dim), cos, sin)
         q, k = qk[:, :c.num_attention_heads], qk[:, c.num_attention_heads:]
         v = qkv[:, c.q_size + c.kv_size:].view(n, c.num_key_value_heads, c.head_dim)
         write_kv(k_pages, v_pages, meta.slot_mapping, k, v)
         o = attention.attend(q, k, v, k_pages, v_pages, meta, self.scale)
-        return linear(layer, "o_proj", o.reshape(n, c.q_size))
+        out = linear(layer, "o_proj", o.reshape(n, c.q_size))
+        return out if layer.o_bias is None else out + layer.o_bias

@@ -203,7 +203,7 @@ def run(model: str = "small_llama", hardware: str = "cpu", threads: str = "2,1",
     if repeats < 1 or rounds < 1:
         raise ValueError(f"repeats={repeats}, rounds={rounds}: each must be >= 1")
     setup = _prepare(model, checkpoint, dtype)
-    shapes = grid(setup.config.max_position_embeddings)
+    shapes = grid(setup.config.max_context_tokens)
     needed = max(plan_for(s)[1] for s in shapes)
     if needed > setup.num_blocks:
         raise ValueError(f"the grid needs {needed} KV blocks; the default pool has {setup.num_blocks}")
