@@ -67,3 +67,42 @@ class HFFields:
         if not isinstance(value, bool):
             self.fail(name, "must be true or false", value)
         return value
+
+    # ----- reads every decoder config shares -------------------------------------------
+    def attention_heads(self) -> tuple[int, int, int, int]:
+        """(hidden_size, num_attention_heads, num_key_value_heads, head_dim), checked: KV
+        heads divide the heads; head_dim given or hidden_size / heads."""
+        hidden, heads = self.pos_int("hidden_size"), self.pos_int("num_attention_heads")
+        kv_heads = self.pos_int("num_key_value_heads", heads)
+        if heads % kv_heads:
+            self.fail("num_key_value_heads", f"must divide num_attention_heads={heads}", kv_heads)
+        if self.get("head_dim") is None and hidden % heads:
+            self.fail("hidden_size", f"must be divisible by num_attention_heads={heads} (or give head_dim)", hidden)
+        return hidden, heads, kv_heads, self.pos_int("head_dim", hidden // heads)
+
+    def rope_dict(self) -> dict | None:
+        """The RoPE parameters: transformers 5 writes `rope_parameters` (theta inside),
+        older files `rope_scaling`."""
+        for name in ("rope_parameters", "rope_scaling"):
+            value = self.get(name)
+            if value is not None:
+                if not isinstance(value, dict):
+                    self.fail(name, "must be an object", value)
+                return value
+        return None
+
+    def rope_theta(self) -> float:
+        rope = self.rope_dict() or {}
+        if self.get("rope_theta") is None and "rope_theta" in rope:
+            return float(rope["rope_theta"])
+        return self.pos_float("rope_theta", 10000.0)
+
+    def sliding_window(self, model_type: str) -> int | None:
+        """The attention window of the families that have one: Mistral and Mixtral always
+        (null: none), Qwen2 only with `use_sliding_window: true`."""
+        if model_type not in WINDOWED or (model_type == "qwen2" and not self.flag("use_sliding_window")):
+            return None
+        return None if self.get("sliding_window") is None else self.pos_int("sliding_window")
+
+
+WINDOWED = ("mistral", "mixtral", "qwen2")  # model types whose config may set a sliding window

@@ -38,7 +38,6 @@ ARCHITECTURES = {  # config.json `architectures` entry -> family
     "Qwen3ForCausalLM": "qwen3", "Qwen3MoeForCausalLM": "qwen3_moe", "MixtralForCausalLM": "mixtral",
     "DeepseekV2ForCausalLM": "deepseek_v2", "DeepseekV3ForCausalLM": "deepseek_v3",
 }
-MODEL_TYPES = {family: family for family in ARCHITECTURES.values()}  # `model_type` -> family
 SUPPORTED = "Llama, Mistral, Qwen2/Qwen2.5, Qwen3 (dense and MoE), Mixtral, DeepSeek-V2/V3"
 
 
@@ -69,8 +68,8 @@ def family_of(f: HFFields) -> str:
                 return ARCHITECTURES[arch]
         f.fail("architectures", f"names no supported family ({SUPPORTED}: {', '.join(ARCHITECTURES)})", archs)
     model_type = f.get("model_type")
-    if model_type in MODEL_TYPES:
-        return MODEL_TYPES[model_type]
+    if model_type in ARCHITECTURES.values():  # a family is named by its model_type
+        return model_type
     f.fail("architectures", f"is missing and model_type does not name a supported family ({SUPPORTED})",
            model_type)
 
@@ -83,15 +82,12 @@ def spec_fields(raw: dict[str, Any], source: str) -> dict[str, Any]:
         f.fail("hidden_act", "must be 'silu' (SwiGLU MLP, every supported family)", raw["hidden_act"])
     if f.flag("mlp_bias"):
         f.fail("mlp_bias", "is not supported (no bias terms in the MLP)", True)
-    hidden, heads = f.pos_int("hidden_size"), f.pos_int("num_attention_heads")
-    kv_heads = f.pos_int("num_key_value_heads", heads)
-    if heads % kv_heads:
-        f.fail("num_key_value_heads", f"must divide num_attention_heads={heads}", kv_heads)
+    hidden, heads, kv_heads, head_dim = f.attention_heads()
     out: dict[str, Any] = dict(
         num_layers=f.pos_int("num_hidden_layers"), hidden=hidden, num_heads=heads, num_kv_heads=kv_heads,
-        head_dim=_head_dim(f, hidden, heads), intermediate=f.pos_int("intermediate_size"),
+        head_dim=head_dim, intermediate=f.pos_int("intermediate_size"),
         vocab=f.pos_int("vocab_size"), tied_embeddings=f.flag("tie_word_embeddings"), dtype_bytes=2,
-        max_context_tokens=f.pos_int("max_position_embeddings"), rope_theta=_rope_theta(f),
+        max_context_tokens=f.pos_int("max_position_embeddings"), rope_theta=f.rope_theta(),
         rms_norm_eps=f.pos_float("rms_norm_eps", 1e-6))
     if family in ("llama", "qwen3", "qwen3_moe"):
         out["qkv_bias"] = out["o_bias"] = f.flag("attention_bias")
@@ -99,7 +95,7 @@ def spec_fields(raw: dict[str, Any], source: str) -> dict[str, Any]:
         out["qkv_bias"] = True  # Qwen2Attention: q_proj, k_proj, v_proj with bias, o_proj without
     if family in ("qwen3", "qwen3_moe"):
         out["qk_norm"] = True
-    window = _sliding_window(f, family)
+    window = f.sliding_window(family)
     if window is not None:
         out["sliding_window"] = window
         if window < out["max_context_tokens"]:
@@ -123,28 +119,6 @@ def spec_fields(raw: dict[str, Any], source: str) -> dict[str, Any]:
     out.update(_quantization(f))
     _check_moe(f, out)
     return out
-
-
-def _head_dim(f: HFFields, hidden: int, heads: int) -> int:
-    if f.get("head_dim") is None and hidden % heads:
-        f.fail("hidden_size", f"must be divisible by num_attention_heads={heads} (or give head_dim)", hidden)
-    return f.pos_int("head_dim", hidden // heads)
-
-
-def _rope_theta(f: HFFields) -> float:
-    # transformers 5 writes `rope_parameters` with the theta inside; older files `rope_theta`.
-    rope = f.get("rope_parameters")
-    if f.get("rope_theta") is None and isinstance(rope, dict) and "rope_theta" in rope:
-        return HFFields(rope, f"{f.source} rope_parameters", ModelConfigError).pos_float("rope_theta")
-    return f.pos_float("rope_theta", 10000.0)
-
-
-def _sliding_window(f: HFFields, family: str) -> int | None:
-    if family not in ("mistral", "mixtral", "qwen2"):
-        return None
-    if family == "qwen2" and not f.flag("use_sliding_window"):
-        return None
-    return None if f.get("sliding_window") is None else f.pos_int("sliding_window")
 
 
 def _deepseek(f: HFFields, out: dict[str, Any]) -> dict[str, Any]:

@@ -246,6 +246,7 @@ def model_names() -> list[str]:
     return sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml") if (MODELS_DIR / p.stem / "config.json").is_file())
 
 
+@functools.lru_cache(maxsize=None)
 def _bundled_max_context(name: str) -> int | None:
     from omegaconf import OmegaConf
     path = MODEL_CONF_DIR / f"{name}.yaml"

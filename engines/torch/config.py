@@ -117,24 +117,19 @@ class LlamaConfig:
     def from_hf_dict(cls, raw: dict[str, Any], source: str = "config.json") -> "LlamaConfig":
         f = _Fields(raw, source, CheckpointError)
         model_type = _check_supported(f)
-        hidden, heads = f.pos_int("hidden_size"), f.pos_int("num_attention_heads")
-        kv_heads = f.pos_int("num_key_value_heads", heads)
-        if heads % kv_heads:
-            f.fail("num_key_value_heads", f"must divide num_attention_heads={heads}", kv_heads)
-        if raw.get("head_dim") is None and hidden % heads:
-            f.fail("hidden_size", f"must be divisible by num_attention_heads={heads}", hidden)
+        hidden, heads, kv_heads, head_dim = f.attention_heads()
         return cls(
             vocab_size=f.pos_int("vocab_size"), hidden_size=hidden,
             intermediate_size=f.pos_int("intermediate_size"),
             num_hidden_layers=f.pos_int("num_hidden_layers"), num_attention_heads=heads,
-            num_key_value_heads=kv_heads, head_dim=f.pos_int("head_dim", hidden // heads),
+            num_key_value_heads=kv_heads, head_dim=head_dim,
             max_position_embeddings=f.pos_int("max_position_embeddings", 2048),
             rms_norm_eps=f.pos_float("rms_norm_eps", 1e-6),
-            rope_theta=_rope_theta(f), rope_scaling=_rope_scaling(f),
+            rope_theta=f.rope_theta(), rope_scaling=_rope_scaling(f),
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             bos_token_id=raw.get("bos_token_id"), eos_token_id=_eos_token_id(f), model_type=model_type,
             qkv_bias=model_type == "qwen2" or (model_type == "llama" and f.flag("attention_bias")),
-            o_bias=model_type == "llama" and f.flag("attention_bias"), sliding_window=_sliding_window(f, model_type))
+            o_bias=model_type == "llama" and f.flag("attention_bias"), sliding_window=f.sliding_window(model_type))
 
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
@@ -155,12 +150,6 @@ def _check_supported(f: _Fields) -> str:
     return model_type
 
 
-def _sliding_window(f: _Fields, model_type: str) -> int | None:
-    if model_type == "llama" or (model_type == "qwen2" and not f.flag("use_sliding_window")):
-        return None
-    return None if f.get("sliding_window") is None else f.pos_int("sliding_window")
-
-
 def _eos_token_id(f: _Fields) -> int | list[int] | None:
     """An id, a list of ids (as Hugging Face configs allow) or null."""
     value = f.get("eos_token_id")
@@ -170,26 +159,8 @@ def _eos_token_id(f: _Fields) -> int | list[int] | None:
     return value
 
 
-def _rope_dict(f: _Fields) -> dict | None:
-    # transformers 5 writes `rope_parameters` (theta inside); older files `rope_scaling`.
-    for name in ("rope_parameters", "rope_scaling"):
-        value = f.get(name)
-        if value is not None:
-            if not isinstance(value, dict):
-                f.fail(name, "must be an object", value)
-            return value
-    return None
-
-
-def _rope_theta(f: _Fields) -> float:
-    rope = _rope_dict(f) or {}
-    if f.get("rope_theta") is None and "rope_theta" in rope:
-        return float(rope["rope_theta"])
-    return f.pos_float("rope_theta", 10000.0)
-
-
 def _rope_scaling(f: _Fields) -> dict | None:
-    rope = _rope_dict(f)
+    rope = f.rope_dict()
     if rope is None:
         return None
     name = "rope_scaling" if "rope_scaling" in f.raw else "rope_parameters"
