@@ -5,12 +5,13 @@ the latency ECDFs of both overlaid.
 
     python -m harness.fidelity [--model small_llama] [--rates 1,2,4] [--num-requests 60]
         [--designs unified,unified_chunked,disagg,semipd_static,semipd_slo_code]
-        [--profile P.csv] [--profile-repeats 3] [--real-repeats 2] [--drift-runs 1 | --drift-anchors 1]
+        [--profile P.csv] [--profile-repeats 3] [--real-repeats 4] [--drift-runs 1 | --drift-anchors 1]
         [--run-calibration 0|1]
         [--out results/fidelity] [--reuse-real]
 
 The real engine runs every point --real-repeats times, in passes over all points (odd
-passes in reverse order). Without --profile the machine is profiled within the same
+passes in reverse order); 4 by default, as two runs of the same point on a 2-core VM can
+differ by 10-30 % (README, "Fidelity report"). Without --profile the machine is profiled within the same
 measurement (engines/torch/profiler.py): a round of the grid before each pass and one
 after the last, merged by the median, so profile and real runs sample the same minutes
 of a machine whose speed drifts (10-20 % over minutes on a shared 2-core VM), and the
@@ -279,7 +280,7 @@ def parse_args(argv: list[str] | None):
                     help="the simulator's contention model for semi-PD: measured in the profile rounds "
                          "(default) or the GPU-style `resources` model")
     ap.add_argument("--profile-repeats", type=int, default=3, help="timed steps per shape and profile round")
-    ap.add_argument("--real-repeats", type=int, default=2, help="real runs (passes) per point")
+    ap.add_argument("--real-repeats", type=int, default=4, help="real runs (passes) per point")
     ap.add_argument("--out", default="results/fidelity")
     ap.add_argument("--drift-anchors", type=int, default=0,
                     help="1: before each real run, re-time a few anchor steps and scale the profile by "

@@ -84,7 +84,7 @@ def test_a_small_loop_writes_the_report(tmp_path, monkeypatch):
     out = tmp_path / "fid"
     assert fidelity.main(["--model", "tiny_llama", "--checkpoint", str(ckpt), "--designs", "unified_chunked",
                           "--rates", "4", "--num-requests", "6", "--slo", "default", "--profile-repeats", "1",
-                          "--drift-runs", "1", "--out", str(out)]) == 0
+                          "--real-repeats", "2", "--drift-runs", "1", "--out", str(out)]) == 0
     # Two real passes, a profile round before each and one after, merged into the profile.
     prof = out / "profile_cpu_tiny_llama.csv"
     assert sorted(p.name for p in (out / "profile_rounds").iterdir()) == [

@@ -62,3 +62,39 @@ def test_idle_steps_compares_each_pause_with_back_to_back(capsys):
     assert out.loc[out["pause_s"] == 1.0, "wall / back to back"].item() == pytest.approx(0.013 / 0.011)
     assert idle_steps.main(["--idle-s", "0.5,1"]) == 2
     assert "--idle-s must include 0" in capsys.readouterr().err
+
+
+def test_semipd_prefill_slowdown_by_prompt_size(tmp_path, capsys):
+    """benchmarks/semipd_prefill_slowdown.py: a semi-PD prefill step beside decode steps for
+    >= 90 % of its time, over the passive grid, per prompt size and real / sim; a step beside
+    no decode is left out; no semi-PD runs exits 2."""
+    from benchmarks import semipd_prefill_slowdown
+    report = tmp_path / "fid"
+    report.mkdir()
+    profile = write_profile(report / "profile_cpu_small_llama.csv")
+    (report / "contention_cpu_small_llama.csv").write_text(
+        "# format: x\nlayout,prefill_share_pct,decode_share_pct,prefill_tokens,decode_seqs,decode_context,"
+        "prefill_solo_s,prefill_together_s,decode_solo_s,decode_together_s,decode_steps_together,repeats\n"
+        "overlap,100,100,512,16,512,0.1,0.19,0.02,0.03,5,3\ndisjoint,50,50,512,16,512,0.2,0.21,0.02,0.02,5,3\n")
+    grid = ProfiledCostModel(profile, get_model("small_llama"), get_hardware("cpu"), omp_wait="passive")
+
+    def run(name, factors):  # {prompt tokens: slowdown}: each prefill beside one long decode step
+        rows, t = [], 0.0
+        for n, f in factors.items():
+            d = f * grid.grid_step_time_s(shape_plan(prefill_tokens=n, prefill_samples=True), 1.0)
+            rows.append(("prefill0", t, d, n, 0, 1, 1, 0, 0, 1))
+            rows.append(("decode0", t - 0.001, d + 0.002, 0, 4, 4, 1, 0, 400, 4))
+            t += d + 1.0
+        rows.append(("prefill0", t, 0.05, 64, 0, 1, 1, 0, 0, 1))  # alone: not counted
+        (report / "runs" / name).mkdir(parents=True)
+        pd.DataFrame(rows, columns=COLUMNS).to_csv(report / "runs" / name / "steps.csv", index=False)
+
+    run("semipd_static_r1_real0", {64: 1.6, 300: 2.0, 800: 2.4})
+    run("semipd_static_r1_sim", {64: 2.0, 300: 2.0, 800: 2.0})
+    assert semipd_prefill_slowdown.main([str(report), "--out", str(tmp_path / "s.csv")]) == 0
+    table = pd.read_csv(tmp_path / "s.csv", index_col=0)
+    assert table["real median"].tolist() == pytest.approx([1.6, 2.0, 2.4], rel=1e-6)
+    assert table["real / sim"].tolist() == pytest.approx([0.8, 1.0, 1.2], rel=1e-6)
+    assert table["real count"].tolist() == [1, 1, 1]
+    assert "512    1.9" in capsys.readouterr().out  # the contention profile's overlap pair
+    assert semipd_prefill_slowdown.main([str(tmp_path)]) == 2
